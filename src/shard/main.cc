@@ -1,0 +1,155 @@
+// wallet-shard: a Redis-protocol balance server holding a set of partitions.
+//
+//   wallet-shard --port=7001 --partitions=all
+//   redis-cli -p 7001 OPEN 42 USD
+//
+// See docs/shard-protocol.md for the commands, and --help for every flag.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/log.h"
+#include "common/partition.h"
+#include "shard/engine.h"
+#include "shard/server.h"
+
+ABSL_FLAG(std::string, bind, "127.0.0.1",
+          "Address to listen on. Loopback by default; set a routable address only behind "
+          "a firewall and with --password.");
+ABSL_FLAG(int32_t, port, 7001, "TCP port (0 picks a free one; see --ready_file).");
+ABSL_FLAG(std::string, password, "",
+          "Password clients must send with AUTH before any other command. Prefer "
+          "--password_file: flags are visible in the process list.");
+ABSL_FLAG(std::string, password_file, "",
+          "File whose first line is the AUTH password (overrides --password).");
+ABSL_FLAG(uint32_t, partition_count, wallet::kDefaultPartitionCount,
+          "Partitions in the cluster (fixed for the cluster's life; every shard and "
+          "router must agree).");
+ABSL_FLAG(std::string, partitions, "all",
+          "Partitions this shard owns: 'all', or a list such as '0-255,512'. Commands "
+          "for accounts in other partitions get a MOVED error.");
+ABSL_FLAG(int64_t, idempotency_window_ms, 10 * 60 * 1000,
+          "How long finished transactions and fences are remembered so that a retry "
+          "with the same transaction id is recognised. Memory grows with "
+          "window x transaction rate; see max_txn_records.");
+ABSL_FLAG(uint64_t, max_accounts, 100'000'000, "Accounts this shard accepts (OPEN beyond: BUSY).");
+ABSL_FLAG(uint64_t, max_txn_records, 50'000'000,
+          "Transaction records held within the idempotency window; past it new "
+          "mutations get BUSY (ids are never forgotten early).");
+ABSL_FLAG(uint64_t, collect_batch, 256,
+          "Expired records collected per 10 ms tick (bounds the pause collection causes).");
+ABSL_FLAG(uint64_t, max_clients, 10'000, "Simultaneous client connections.");
+ABSL_FLAG(uint64_t, max_args, 8192, "Arguments in one command.");
+ABSL_FLAG(uint64_t, max_arg_bytes, 512 * 1024, "Bytes in one argument.");
+ABSL_FLAG(uint64_t, max_inline_bytes, 64 * 1024, "Bytes in one inline (telnet-style) command.");
+ABSL_FLAG(uint64_t, max_query_bytes, 64u << 20,
+          "Unparsed bytes buffered per connection before it is closed.");
+ABSL_FLAG(uint64_t, max_output_bytes, 64u << 20,
+          "Unsent reply bytes per connection before the shard stops reading from it.");
+ABSL_FLAG(std::string, ready_file, "",
+          "Once listening, write the bound port to this file (atomically), for scripts "
+          "and tests that start the shard with --port=0.");
+
+namespace {
+
+bool WriteFileAtomically(const std::string& path, const std::string& content) {
+  std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    if (!out) return false;
+    out << content;
+    if (!out.flush()) return false;
+  }
+  return std::rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "wallet-shard: in-memory balance shard speaking RESP2 (usable with redis-cli).\n"
+      "Usage: wallet-shard [--port=7001] [--partitions=all] [--password_file=F] ...\n"
+      "Commands are listed in docs/shard-protocol.md. Stops cleanly on SIGTERM/SIGINT.\n"
+      "Durability: none yet (state is in memory only; the event log is a later issue).");
+  absl::ParseCommandLine(argc, argv);
+  wallet::SetLogProgramName("wallet-shard");
+
+  wallet::shard::ServerOptions options;
+  options.bind_address = absl::GetFlag(FLAGS_bind);
+  int32_t port = absl::GetFlag(FLAGS_port);
+  if (port < 0 || port > 65535) {
+    wallet::LogError("--port must be 0-65535");
+    return 2;
+  }
+  options.port = static_cast<uint16_t>(port);
+  options.password = absl::GetFlag(FLAGS_password);
+  if (std::string file = absl::GetFlag(FLAGS_password_file); !file.empty()) {
+    std::ifstream in(file);
+    if (!in || !std::getline(in, options.password)) {
+      wallet::LogError("cannot read a password from --password_file=%s", file.c_str());
+      return 2;
+    }
+  }
+  options.limits.max_args = absl::GetFlag(FLAGS_max_args);
+  options.limits.max_arg_bytes = absl::GetFlag(FLAGS_max_arg_bytes);
+  options.limits.max_inline_bytes = absl::GetFlag(FLAGS_max_inline_bytes);
+  options.max_query_bytes = absl::GetFlag(FLAGS_max_query_bytes);
+  options.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
+  options.max_clients = absl::GetFlag(FLAGS_max_clients);
+  options.collect_batch = absl::GetFlag(FLAGS_collect_batch);
+  if (options.limits.max_args < 1 || options.limits.max_arg_bytes < 64 ||
+      options.collect_batch < 1) {
+    wallet::LogError("--max_args must be >= 1, --max_arg_bytes >= 64, --collect_batch >= 1");
+    return 2;
+  }
+
+  wallet::shard::EngineOptions engine_options;
+  engine_options.partition_count = absl::GetFlag(FLAGS_partition_count);
+  if (engine_options.partition_count < 1 ||
+      engine_options.partition_count > wallet::kMaxPartitionCount) {
+    wallet::LogError("--partition_count must be 1-%u", wallet::kMaxPartitionCount);
+    return 2;
+  }
+  engine_options.idempotency_window_ms = absl::GetFlag(FLAGS_idempotency_window_ms);
+  if (engine_options.idempotency_window_ms < 0) {
+    wallet::LogError("--idempotency_window_ms must be >= 0");
+    return 2;
+  }
+  engine_options.max_accounts = absl::GetFlag(FLAGS_max_accounts);
+  engine_options.max_txn_records = absl::GetFlag(FLAGS_max_txn_records);
+  wallet::PartitionSet owned(engine_options.partition_count);
+  std::string error;
+  if (!owned.ParseRanges(absl::GetFlag(FLAGS_partitions), &error)) {
+    wallet::LogError("--partitions: %s", error.c_str());
+    return 2;
+  }
+
+  wallet::shard::Engine engine(engine_options, owned);
+  wallet::shard::ShardServer server(options, &engine);
+  if (absl::Status status = server.Listen(); !status.ok()) {
+    wallet::LogError("cannot listen: %s", std::string(status.message()).c_str());
+    return 1;
+  }
+  wallet::LogInfo("listening on %s:%u; %zu of %u partitions owned (%s)%s",
+                  options.bind_address.c_str(), server.port(), owned.size(),
+                  engine_options.partition_count, owned.ToString().c_str(),
+                  options.password.empty() ? "; no password set" : "");
+  if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    if (!WriteFileAtomically(ready, std::to_string(server.port()) + "\n")) {
+      wallet::LogError("cannot write --ready_file=%s", ready.c_str());
+      return 1;
+    }
+  }
+  if (absl::Status status = server.Run(wallet::shard::ShardServer::Signals::kHandle); !status.ok()) {
+    wallet::LogError("event loop failed: %s", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,502 @@
+#include "shard/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "common/log.h"
+#include "common/strings.h"
+#include "shard/commands.h"
+
+namespace wallet::shard {
+
+namespace {
+
+constexpr size_t kReadChunkBytes = 64 * 1024;
+constexpr size_t kMaxReadBytesPerTurn = 1024 * 1024;  // fairness between connections
+constexpr int kMaxEventsPerWait = 256;
+constexpr int64_t kTimerIntervalMs = 10;
+
+int64_t WallClockMs() {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000;
+}
+
+std::string ErrnoText(std::string_view what) { return StrCat(what, ": ", std::strerror(errno)); }
+
+// Resident set size of this process, from /proc/self/statm.
+int64_t ResidentBytes() {
+  FILE* file = std::fopen("/proc/self/statm", "r");
+  if (file == nullptr) return 0;
+  long pages_total = 0, pages_resident = 0;
+  int read = std::fscanf(file, "%ld %ld", &pages_total, &pages_resident);
+  std::fclose(file);
+  if (read != 2) return 0;
+  return static_cast<int64_t>(pages_resident) * sysconf(_SC_PAGESIZE);
+}
+
+int64_t PeakResidentBytes() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+// One client connection. The query buffer holds bytes read but not yet consumed;
+// `parsed` is how far commands have been taken out of it. Replies accumulate in
+// `output` from `output_sent` on.
+struct ShardServer::Connection {
+  Connection(int socket_fd, uint64_t connection_id, const resp::Limits& limits)
+      : fd(socket_fd), id(connection_id), parser(limits) {}
+
+  int fd;
+  uint64_t id;
+  std::string peer;
+  resp::RequestParser parser;
+  std::string query;
+  size_t parsed = 0;
+  std::string output;
+  size_t output_sent = 0;
+  Session session;
+  bool dirty = false;         // in dirty_: has replies to flush at the end of this turn
+  bool closing = false;       // close once the output is written
+  bool closed = false;        // in to_close_
+  uint32_t interest = 0;      // current epoll events
+  std::vector<std::string_view> args;
+
+  size_t pending_output() const { return output.size() - output_sent; }
+};
+
+ShardServer::ShardServer(const ServerOptions& options, Engine* engine)
+    : options_(options), engine_(engine) {}
+
+ShardServer::~ShardServer() {
+  for (auto& [fd, connection] : connections_) close(fd);
+  connections_.clear();
+  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, signal_fd_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+absl::Status ShardServer::Listen() {
+  bool ipv6 = options_.bind_address.find(':') != std::string::npos;
+  struct sockaddr_storage address;
+  std::memset(&address, 0, sizeof(address));
+  socklen_t address_length;
+  if (ipv6) {
+    auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&address);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(options_.port);
+    if (inet_pton(AF_INET6, options_.bind_address.c_str(), &v6->sin6_addr) != 1) {
+      return absl::InvalidArgumentError(StrCat("bad bind address '", options_.bind_address, "'"));
+    }
+    address_length = sizeof(*v6);
+  } else {
+    auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(options_.port);
+    if (inet_pton(AF_INET, options_.bind_address.c_str(), &v4->sin_addr) != 1) {
+      return absl::InvalidArgumentError(StrCat("bad bind address '", options_.bind_address, "'"));
+    }
+    address_length = sizeof(*v4);
+  }
+  int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(ErrnoText("socket"));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&address), address_length) != 0) {
+    std::string error = ErrnoText(StrCat("bind ", options_.bind_address, ":", options_.port));
+    close(fd);
+    return absl::UnavailableError(error);
+  }
+  if (listen(fd, 511) != 0) {
+    std::string error = ErrnoText("listen");
+    close(fd);
+    return absl::UnavailableError(error);
+  }
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<struct sockaddr*>(&address), &length);
+  bound_port_ = ntohs(ipv6 ? reinterpret_cast<struct sockaddr_in6*>(&address)->sin6_port
+                           : reinterpret_cast<struct sockaddr_in*>(&address)->sin_port);
+  listen_fd_ = fd;
+  return absl::OkStatus();
+}
+
+void ShardServer::RequestStop() {
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t ignored = write(wake_fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+}
+
+absl::Status ShardServer::Run(Signals signals) {
+  if (listen_fd_ < 0) return absl::FailedPreconditionError("Listen() first");
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return absl::InternalError(ErrnoText("epoll_create1"));
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) return absl::InternalError(ErrnoText("eventfd"));
+  struct epoll_event event;
+  std::memset(&event, 0, sizeof(event));
+  event.events = EPOLLIN;
+  event.data.fd = listen_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &event);
+  event.data.fd = wake_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
+  signal(SIGPIPE, SIG_IGN);
+  if (signals == Signals::kHandle) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (signal_fd_ < 0) return absl::InternalError(ErrnoText("signalfd"));
+    event.data.fd = signal_fd_;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, signal_fd_, &event);
+  }
+
+  now_ms_ = WallClockMs();
+  start_time_ms_ = now_ms_;
+  stats_window_start_ms_ = now_ms_;
+  next_collect_ms_ = now_ms_ + kTimerIntervalMs;
+  struct epoll_event events[kMaxEventsPerWait];
+  while (!stopping_) {
+    int timeout_ms = static_cast<int>(std::max<int64_t>(0, next_collect_ms_ - WallClockMs()));
+    int ready = epoll_wait(epoll_fd_, events, kMaxEventsPerWait, timeout_ms);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(ErrnoText("epoll_wait"));
+    }
+    // One clock reading per turn: every command of the turn gets the same time.
+    now_ms_ = WallClockMs();
+    for (int i = 0; i < ready; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == listen_fd_) {
+        AcceptAll();
+      } else if (fd == wake_fd_) {
+        stopping_ = true;
+      } else if (fd == signal_fd_) {
+        struct signalfd_siginfo info;
+        if (read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
+          LogInfo("received %s, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+        }
+        stopping_ = true;
+      } else {
+        auto it = connections_.find(fd);
+        if (it == connections_.end() || it->second->closed) continue;
+        Connection* connection = it->second.get();
+        if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) HandleReadable(connection);
+        if (!connection->closed && (events[i].events & EPOLLOUT)) HandleWritable(connection);
+      }
+    }
+    // (Durability issue: the event log's group commit goes here, before replies leave.)
+    FlushDirty();
+    if (now_ms_ >= next_collect_ms_) OnTimer(now_ms_);
+  }
+  // Best-effort flush of replies already produced, then close everything.
+  FlushDirty();
+  for (auto& [fd, connection] : connections_) close(fd);
+  connections_.clear();
+  LogInfo("stopped; %llu commands processed",
+          static_cast<unsigned long long>(stats_.commands_processed));
+  return absl::OkStatus();
+}
+
+void ShardServer::AcceptAll() {
+  for (;;) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof(address);
+    int fd = accept4(listen_fd_, reinterpret_cast<struct sockaddr*>(&address), &length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) LogWarning("%s", ErrnoText("accept").c_str());
+      return;
+    }
+    ++stats_.connections_received;
+    if (connections_.size() >= options_.max_clients) {
+      ++stats_.connections_rejected;
+      static constexpr char kMessage[] = "-BUSY max number of clients reached\r\n";
+      ssize_t ignored = write(fd, kMessage, sizeof(kMessage) - 1);
+      (void)ignored;
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto connection = std::make_unique<Connection>(fd, next_connection_id_++, options_.limits);
+    connection->session.authenticated = options_.password.empty();
+    char host[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+    if (address.ss_family == AF_INET) {
+      auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
+      inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+      port = ntohs(v4->sin_port);
+    } else if (address.ss_family == AF_INET6) {
+      auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&address);
+      inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+      port = ntohs(v6->sin6_port);
+    }
+    connection->peer = StrCat(host, ":", port);
+    struct epoll_event event;
+    std::memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+      LogWarning("%s", ErrnoText("epoll_ctl add").c_str());
+      close(fd);
+      continue;
+    }
+    connection->interest = EPOLLIN;
+    connections_.emplace(fd, std::move(connection));
+  }
+}
+
+void ShardServer::HandleReadable(Connection* connection) {
+  size_t read_this_turn = 0;
+  while (!connection->closing && read_this_turn < kMaxReadBytesPerTurn) {
+    // Drop consumed bytes before growing the buffer; the parser's place is relative
+    // to `parsed`, so moving the unconsumed tail to the front keeps it valid.
+    if (connection->parsed > 0) {
+      connection->query.erase(0, connection->parsed);
+      connection->parsed = 0;
+    }
+    size_t used = connection->query.size();
+    connection->query.resize(used + kReadChunkBytes);
+    ssize_t n = read(connection->fd, connection->query.data() + used, kReadChunkBytes);
+    if (n <= 0) {
+      connection->query.resize(used);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0 && errno == EINTR) continue;
+      Close(connection);  // peer closed or reset: nothing more to answer
+      return;
+    }
+    connection->query.resize(used + static_cast<size_t>(n));
+    stats_.net_input_bytes += static_cast<uint64_t>(n);
+    read_this_turn += static_cast<size_t>(n);
+    ProcessQueryBuffer(connection);
+    if (static_cast<size_t>(n) < kReadChunkBytes) break;  // drained for now
+    if (connection->pending_output() > options_.max_output_bytes) break;
+  }
+  if (connection->dirty || connection->closing) UpdateInterest(connection);
+}
+
+void ShardServer::ProcessQueryBuffer(Connection* connection) {
+  resp::ReplyWriter writer(&connection->output);
+  size_t before = connection->output.size();
+  while (!connection->closing) {
+    auto status = connection->parser.Next(connection->query, &connection->parsed, &connection->args);
+    if (status == resp::RequestParser::Status::kNeedMore) break;
+    if (status == resp::RequestParser::Status::kError) {
+      // The stream can no longer be trusted: answer, then close once written.
+      ++stats_.protocol_errors;
+      bool limit = connection->parser.error().rfind("Protocol error", 0) != 0;
+      RecordError(limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError);
+      writer.Error(ResultCodeName(limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError),
+                   connection->parser.error());
+      connection->closing = true;
+      LogWarning("client %s: %s; closing", connection->peer.c_str(),
+                 connection->parser.error().c_str());
+      break;
+    }
+    ++stats_.commands_processed;
+    CommandContext context{*this, *engine_, writer, connection->session, now_ms_};
+    ExecuteCommand(context, connection->args);
+    if (connection->session.close_after_reply) connection->closing = true;
+  }
+  if (!connection->closing &&
+      connection->query.size() - connection->parsed > options_.max_query_bytes) {
+    RecordError(ResultCode::kLimitExceeded);
+    writer.Error(ResultCodeName(ResultCode::kLimitExceeded),
+                 StrCat("query buffer above ", options_.max_query_bytes, " bytes"));
+    connection->closing = true;
+  }
+  if (connection->output.size() != before || connection->closing) MarkDirty(connection);
+}
+
+void ShardServer::MarkDirty(Connection* connection) {
+  if (!connection->dirty) {
+    connection->dirty = true;
+    dirty_.push_back(connection);
+  }
+}
+
+void ShardServer::FlushDirty() {
+  for (Connection* connection : dirty_) {
+    connection->dirty = false;
+    if (!connection->closed) HandleWritable(connection);
+  }
+  dirty_.clear();
+  for (Connection* connection : to_close_) {
+    connections_.erase(connection->fd);  // destroys the connection
+  }
+  to_close_.clear();
+}
+
+void ShardServer::HandleWritable(Connection* connection) {
+  while (connection->pending_output() > 0) {
+    ssize_t n = write(connection->fd, connection->output.data() + connection->output_sent,
+                      connection->pending_output());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      Close(connection);
+      return;
+    }
+    connection->output_sent += static_cast<size_t>(n);
+    stats_.net_output_bytes += static_cast<uint64_t>(n);
+  }
+  if (connection->pending_output() == 0) {
+    connection->output.clear();
+    connection->output_sent = 0;
+    if (connection->closing) {
+      Close(connection);
+      return;
+    }
+  } else if (connection->output_sent > (1u << 20)) {
+    connection->output.erase(0, connection->output_sent);
+    connection->output_sent = 0;
+  }
+  UpdateInterest(connection);
+  // Reads may have paused for backpressure; resume any buffered commands.
+  if (!connection->closing && connection->pending_output() <= options_.max_output_bytes &&
+      connection->query.size() > connection->parsed && !connection->parser.in_progress()) {
+    ProcessQueryBuffer(connection);
+  }
+}
+
+void ShardServer::UpdateInterest(Connection* connection) {
+  if (connection->closed) return;
+  uint32_t wanted = 0;
+  if (!connection->closing && connection->pending_output() <= options_.max_output_bytes) {
+    wanted |= EPOLLIN;
+  }
+  if (connection->pending_output() > 0) wanted |= EPOLLOUT;
+  if (wanted == connection->interest) return;
+  struct epoll_event event;
+  std::memset(&event, 0, sizeof(event));
+  event.events = wanted;
+  event.data.fd = connection->fd;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, connection->fd, &event);
+  connection->interest = wanted;
+}
+
+void ShardServer::Close(Connection* connection) {
+  if (connection->closed) return;
+  connection->closed = true;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection->fd, nullptr);
+  close(connection->fd);
+  to_close_.push_back(connection);
+  // Destroyed in FlushDirty(), after the turn no longer points at it.
+}
+
+void ShardServer::OnTimer(int64_t now_ms) {
+  next_collect_ms_ = now_ms + kTimerIntervalMs;
+  engine_->Collect(now_ms, options_.collect_batch);
+  if (now_ms - stats_window_start_ms_ >= 1000) {
+    uint64_t commands = stats_.commands_processed - stats_window_commands_;
+    stats_.ops_per_second =
+        static_cast<double>(commands) * 1000.0 / static_cast<double>(now_ms - stats_window_start_ms_);
+    stats_window_commands_ = stats_.commands_processed;
+    stats_window_start_ms_ = now_ms;
+  }
+  // Closes made outside a read/write turn (none today) are reaped here too.
+  for (Connection* connection : to_close_) connections_.erase(connection->fd);
+  to_close_.clear();
+}
+
+void ShardServer::RecordError(ResultCode code) {
+  auto index = static_cast<size_t>(code);
+  if (index < static_cast<size_t>(ResultCode::kCount_)) ++stats_.errors_by_code[index];
+}
+
+bool ShardServer::PasswordMatches(std::string_view candidate) const {
+  // Constant time in the candidate's content for equal lengths.
+  const std::string& password = options_.password;
+  if (password.empty() || candidate.size() != password.size()) return false;
+  unsigned char difference = 0;
+  for (size_t i = 0; i < password.size(); ++i) {
+    difference |= static_cast<unsigned char>(password[i] ^ candidate[i]);
+  }
+  return difference == 0;
+}
+
+void ShardServer::AppendInfo(std::string_view section, std::string* out) const {
+  bool all = EqualsIgnoreCase(section, "all") || EqualsIgnoreCase(section, "everything") ||
+             EqualsIgnoreCase(section, "default");
+  auto wants = [&](std::string_view name) { return all || EqualsIgnoreCase(section, name); };
+  const EngineStats engine_stats = engine_->stats();
+  if (wants("server")) {
+    StrAppend(out, "# Server\r\n", "wallet_version:", options_.version, "\r\n",
+              "redis_version:7.0.0\r\n",  // protocol level tools may check; not a Redis
+              "process_id:", getpid(), "\r\n", "tcp_port:", bound_port_, "\r\n",
+              "bind:", options_.bind_address, "\r\n",
+              "uptime_in_seconds:", (now_ms_ - start_time_ms_) / 1000, "\r\n",
+              "partition_count:", engine_->options().partition_count, "\r\n",
+              "partitions_owned:", engine_->owned_partitions().size(), "\r\n",
+              "partitions:", engine_->owned_partitions().ToString(), "\r\n",
+              "durability:none (event log arrives with the durability issue)\r\n", "\r\n");
+  }
+  if (wants("clients")) {
+    StrAppend(out, "# Clients\r\n", "connected_clients:", connections_.size(), "\r\n",
+              "maxclients:", options_.max_clients, "\r\n", "\r\n");
+  }
+  if (wants("stats")) {
+    uint64_t errors = 0;
+    for (uint64_t count : stats_.errors_by_code) errors += count;
+    StrAppend(out, "# Stats\r\n", "total_connections_received:", stats_.connections_received,
+              "\r\n", "rejected_connections:", stats_.connections_rejected, "\r\n",
+              "total_commands_processed:", stats_.commands_processed, "\r\n",
+              "instantaneous_ops_per_sec:", static_cast<uint64_t>(stats_.ops_per_second), "\r\n",
+              "total_net_input_bytes:", stats_.net_input_bytes, "\r\n",
+              "total_net_output_bytes:", stats_.net_output_bytes, "\r\n",
+              "total_error_replies:", errors, "\r\n",
+              "protocol_errors:", stats_.protocol_errors, "\r\n",
+              "events_applied:", engine_stats.events_applied, "\r\n",
+              "records_collected:", engine_stats.records_collected, "\r\n", "\r\n");
+  }
+  if (wants("errorstats")) {
+    StrAppend(out, "# Errorstats\r\n");
+    for (size_t i = 0; i < static_cast<size_t>(ResultCode::kCount_); ++i) {
+      if (stats_.errors_by_code[i] == 0) continue;
+      StrAppend(out, "errorstat_", ResultCodeName(static_cast<ResultCode>(i)),
+                ":count=", stats_.errors_by_code[i], "\r\n");
+    }
+    StrAppend(out, "\r\n");
+  }
+  if (wants("memory")) {
+    int64_t rss = ResidentBytes();
+    StrAppend(out, "# Memory\r\n", "used_memory_rss:", rss, "\r\n",
+              "used_memory_peak_rss:", PeakResidentBytes(), "\r\n",
+              "rss_bytes_per_account:",
+              engine_stats.accounts == 0 ? 0 : rss / static_cast<int64_t>(engine_stats.accounts),
+              "\r\n", "\r\n");
+  }
+  if (wants("keyspace")) {
+    StrAppend(out, "# Keyspace\r\n", "accounts:", engine_stats.accounts, "\r\n",
+              "accounts_with_reserve:", engine_stats.accounts_with_reserve, "\r\n",
+              "local_records:", engine_stats.local_records, "\r\n",
+              "distributed_records:", engine_stats.distributed_records, "\r\n",
+              "open_rows:", engine_stats.open_rows, "\r\n",
+              "db0:keys=", engine_stats.accounts, ",expires=0,avg_ttl=0\r\n", "\r\n");
+  }
+}
+
+}  // namespace wallet::shard

@@ -1,0 +1,121 @@
+// server.h — wallet-shard's network side: one epoll event loop serving RESP2 over
+// TCP in front of one Engine.
+//
+// Each loop turn: wait for readiness; read every readable connection and run each
+// complete command in its query buffer (replies appended to that connection's
+// output buffer); then write the replies of every connection that got some. The
+// durability issue puts the event log's single write + fdatasync between those two
+// steps (group commit), which is why replies are flushed only at the end of a turn.
+//
+// Limits: a connection's unparsed query bytes (max_query_bytes), argument count and
+// length (RESP limits), clients (max_clients), and output waiting to be sent
+// (max_output_bytes: past it the loop stops reading that connection until it drains,
+// so a client that pipelines without reading cannot grow the shard's memory).
+// A malformed or oversized request is answered with an error naming the problem and
+// the connection is closed once the reply is written; other connections are not
+// affected and no state changes.
+//
+// Ownership: the server borrows the engine (which must outlive it) and owns its
+// sockets. Not thread-safe, except RequestStop(), which any thread or a signal
+// handler may call.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "common/resp.h"
+#include "common/result_code.h"
+#include "shard/engine.h"
+
+namespace wallet::shard {
+
+struct ServerOptions {
+  std::string bind_address = "127.0.0.1";
+  uint16_t port = 7001;              // 0: any free port (see ShardServer::port())
+  std::string password;              // empty: no AUTH required
+  resp::Limits limits;
+  size_t max_query_bytes = 64u << 20;   // unparsed bytes buffered per connection
+  size_t max_output_bytes = 64u << 20;  // pending reply bytes before reads pause
+  size_t max_clients = 10'000;
+  size_t collect_batch = 256;           // records collected per timer tick (every 10 ms)
+  std::string version = "0.1.0";
+};
+
+// Counters shown by INFO.
+struct ServerStats {
+  uint64_t connections_received = 0;
+  uint64_t connections_rejected = 0;
+  uint64_t commands_processed = 0;
+  uint64_t protocol_errors = 0;
+  uint64_t net_input_bytes = 0;
+  uint64_t net_output_bytes = 0;
+  uint64_t errors_by_code[static_cast<size_t>(ResultCode::kCount_)] = {};
+  double ops_per_second = 0;  // over the last full second
+};
+
+class ShardServer {
+ public:
+  ShardServer(const ServerOptions& options, Engine* engine);
+  ~ShardServer();
+  ShardServer(const ShardServer&) = delete;
+  ShardServer& operator=(const ShardServer&) = delete;
+
+  // Binds and listens. Fails (bad address, port in use) without side effects.
+  absl::Status Listen();
+  uint16_t port() const { return bound_port_; }
+
+  // Runs the event loop until RequestStop() or SIGTERM/SIGINT (when
+  // handle_signals was true). Pending replies are flushed before it returns.
+  enum class Signals { kIgnore, kHandle };
+  absl::Status Run(Signals signals);
+  void RequestStop();
+
+  // Used by the command handlers (commands.cc).
+  const ServerOptions& options() const { return options_; }
+  const ServerStats& stats() const { return stats_; }
+  Engine& engine() { return *engine_; }
+  size_t connected_clients() const { return connections_.size(); }
+  int64_t start_time_ms() const { return start_time_ms_; }
+  void RecordError(ResultCode code);
+  bool PasswordMatches(std::string_view candidate) const;
+  void AppendInfo(std::string_view section, std::string* out) const;
+
+ private:
+  struct Connection;
+
+  void AcceptAll();
+  void HandleReadable(Connection* connection);
+  void HandleWritable(Connection* connection);
+  void ProcessQueryBuffer(Connection* connection);
+  void MarkDirty(Connection* connection);
+  void FlushDirty();
+  void UpdateInterest(Connection* connection);
+  void Close(Connection* connection);
+  void OnTimer(int64_t now_ms);
+
+  ServerOptions options_;
+  Engine* engine_;
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;    // eventfd written by RequestStop
+  int signal_fd_ = -1;  // SIGTERM/SIGINT when handled
+  uint16_t bound_port_ = 0;
+  bool stopping_ = false;
+  int64_t now_ms_ = 0;
+  int64_t start_time_ms_ = 0;
+  int64_t next_collect_ms_ = 0;
+  int64_t stats_window_start_ms_ = 0;
+  uint64_t stats_window_commands_ = 0;
+  uint64_t next_connection_id_ = 1;
+  absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
+  std::vector<Connection*> dirty_;
+  std::vector<Connection*> to_close_;
+  ServerStats stats_;
+};
+
+}  // namespace wallet::shard
