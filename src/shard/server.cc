@@ -58,9 +58,8 @@ int64_t PeakResidentBytes() {
 
 }  // namespace
 
-// One client connection. The query buffer holds bytes read but not yet consumed;
-// `parsed` is how far commands have been taken out of it. Replies accumulate in
-// `output` from `output_sent` on.
+// One client connection. `query` holds bytes read but not yet consumed (the start
+// of an unfinished command); replies accumulate in `output` from `output_sent` on.
 struct ShardServer::Connection {
   Connection(int socket_fd, uint64_t connection_id, const resp::Limits& limits)
       : fd(socket_fd), id(connection_id), parser(limits) {}
@@ -70,7 +69,6 @@ struct ShardServer::Connection {
   std::string peer;
   resp::RequestParser parser;
   std::string query;
-  size_t parsed = 0;
   std::string output;
   size_t output_sent = 0;
   Session session;
@@ -84,7 +82,7 @@ struct ShardServer::Connection {
 };
 
 ShardServer::ShardServer(const ServerOptions& options, Engine* engine)
-    : options_(options), engine_(engine) {}
+    : options_(options), engine_(engine), read_buffer_(kReadChunkBytes) {}
 
 ShardServer::~ShardServer() {
   for (auto& [fd, connection] : connections_) close(fd);
@@ -272,45 +270,49 @@ void ShardServer::AcceptAll() {
 void ShardServer::HandleReadable(Connection* connection) {
   size_t read_this_turn = 0;
   while (!connection->closing && read_this_turn < kMaxReadBytesPerTurn) {
-    // Drop consumed bytes before growing the buffer; the parser's place is relative
-    // to `parsed`, so moving the unconsumed tail to the front keeps it valid.
-    if (connection->parsed > 0) {
-      connection->query.erase(0, connection->parsed);
-      connection->parsed = 0;
-    }
-    size_t used = connection->query.size();
-    connection->query.resize(used + kReadChunkBytes);
-    ssize_t n = read(connection->fd, connection->query.data() + used, kReadChunkBytes);
+    ssize_t n = read(connection->fd, read_buffer_.data(), read_buffer_.size());
     if (n <= 0) {
-      connection->query.resize(used);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       if (n < 0 && errno == EINTR) continue;
       Close(connection);  // peer closed or reset: nothing more to answer
       return;
     }
-    connection->query.resize(used + static_cast<size_t>(n));
-    stats_.net_input_bytes += static_cast<uint64_t>(n);
-    read_this_turn += static_cast<size_t>(n);
-    ProcessQueryBuffer(connection);
-    if (static_cast<size_t>(n) < kReadChunkBytes) break;  // drained for now
+    size_t bytes = static_cast<size_t>(n);
+    stats_.net_input_bytes += bytes;
+    read_this_turn += bytes;
+    if (connection->query.empty()) {
+      // Fast path: no partial command waiting, so parse straight from the read
+      // buffer and keep only an unfinished tail.
+      std::string_view data(read_buffer_.data(), bytes);
+      size_t consumed = ProcessBuffer(connection, data);
+      if (consumed < bytes && !connection->closing) connection->query.assign(data.substr(consumed));
+    } else {
+      connection->query.append(read_buffer_.data(), bytes);
+      size_t consumed = ProcessBuffer(connection, connection->query);
+      // The parser's place is relative to the unconsumed start, so dropping the
+      // consumed prefix keeps it valid.
+      connection->query.erase(0, consumed);
+    }
+    if (bytes < read_buffer_.size()) break;  // drained for now
     if (connection->pending_output() > options_.max_output_bytes) break;
   }
   if (connection->dirty || connection->closing) UpdateInterest(connection);
 }
 
-void ShardServer::ProcessQueryBuffer(Connection* connection) {
+size_t ShardServer::ProcessBuffer(Connection* connection, std::string_view data) {
   resp::ReplyWriter writer(&connection->output);
   size_t before = connection->output.size();
+  size_t consumed = 0;
   while (!connection->closing) {
-    auto status = connection->parser.Next(connection->query, &connection->parsed, &connection->args);
+    auto status = connection->parser.Next(data, &consumed, &connection->args);
     if (status == resp::RequestParser::Status::kNeedMore) break;
     if (status == resp::RequestParser::Status::kError) {
       // The stream can no longer be trusted: answer, then close once written.
       ++stats_.protocol_errors;
       bool limit = connection->parser.error().rfind("Protocol error", 0) != 0;
-      RecordError(limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError);
-      writer.Error(ResultCodeName(limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError),
-                   connection->parser.error());
+      ResultCode code = limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError;
+      RecordError(code);
+      writer.Error(ResultCodeName(code), connection->parser.error());
       connection->closing = true;
       LogWarning("client %s: %s; closing", connection->peer.c_str(),
                  connection->parser.error().c_str());
@@ -321,14 +323,14 @@ void ShardServer::ProcessQueryBuffer(Connection* connection) {
     ExecuteCommand(context, connection->args);
     if (connection->session.close_after_reply) connection->closing = true;
   }
-  if (!connection->closing &&
-      connection->query.size() - connection->parsed > options_.max_query_bytes) {
+  if (!connection->closing && data.size() - consumed > options_.max_query_bytes) {
     RecordError(ResultCode::kLimitExceeded);
     writer.Error(ResultCodeName(ResultCode::kLimitExceeded),
                  StrCat("query buffer above ", options_.max_query_bytes, " bytes"));
     connection->closing = true;
   }
   if (connection->output.size() != before || connection->closing) MarkDirty(connection);
+  return consumed;
 }
 
 void ShardServer::MarkDirty(Connection* connection) {
@@ -375,11 +377,6 @@ void ShardServer::HandleWritable(Connection* connection) {
     connection->output_sent = 0;
   }
   UpdateInterest(connection);
-  // Reads may have paused for backpressure; resume any buffered commands.
-  if (!connection->closing && connection->pending_output() <= options_.max_output_bytes &&
-      connection->query.size() > connection->parsed && !connection->parser.in_progress()) {
-    ProcessQueryBuffer(connection);
-  }
 }
 
 void ShardServer::UpdateInterest(Connection* connection) {

@@ -91,7 +91,8 @@ class ShardServer {
   void AcceptAll();
   void HandleReadable(Connection* connection);
   void HandleWritable(Connection* connection);
-  void ProcessQueryBuffer(Connection* connection);
+  // Runs every complete command in `data`; returns the bytes consumed.
+  size_t ProcessBuffer(Connection* connection, std::string_view data);
   void MarkDirty(Connection* connection);
   void FlushDirty();
   void UpdateInterest(Connection* connection);
@@ -113,6 +114,7 @@ class ShardServer {
   uint64_t stats_window_commands_ = 0;
   uint64_t next_connection_id_ = 1;
   absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
+  std::vector<char> read_buffer_;  // one read(2) at a time, shared by all connections
   std::vector<Connection*> dirty_;
   std::vector<Connection*> to_close_;
   ServerStats stats_;
