@@ -58,9 +58,13 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 }
 
 // Transparent hash and equality for std::string keys looked up by std::string_view.
+// Hashes through absl::string_view: Abseil's own string hash. (absl::Hash of a
+// std::string_view falls back to std::hash in this build, which is much slower.)
 struct StringHash {
   using is_transparent = void;
-  size_t operator()(std::string_view text) const { return absl::Hash<std::string_view>{}(text); }
+  size_t operator()(std::string_view text) const {
+    return absl::Hash<absl::string_view>{}(ToAbsl(text));
+  }
 };
 struct StringEq {
   using is_transparent = void;

@@ -247,37 +247,22 @@ Result Engine::Open(AccountId account, Currency currency, int64_t now_ms) {
 }
 
 Result Engine::Deposit(std::string_view txid, AccountId account, Amount amount, int64_t now_ms) {
-  Result result;
-  if (!CheckTxid(txid, &result)) return result;
-  if (amount <= 0) return Fail(ResultCode::kMalformed, "amount must be a positive integer");
-  if (!CheckOwned(account, &result)) return result;
-  if (auto it = local_index_.find(txid); it != local_index_.end()) {
-    return ReplayLocal(txid, *it->second, EventType::kDeposit, account, 0, amount, Currency());
-  }
-  if (distributed_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a cross-shard transfer"));
-  }
-  if (!CheckRoomForRecord(&result)) return result;
-  const Account* record = FindAccount(account, &result);
-  if (record == nullptr || !CheckHeadroom(account, *record, amount, &result)) return result;
-  Event event;
-  event.type = EventType::kDeposit;
-  event.time_ms = EventTime(now_ms);
-  event.txid = txid;
-  event.account = account;
-  event.amount = amount;
-  Commit(event);
-  return result;
+  return SingleAccountOp(EventType::kDeposit, txid, account, amount, now_ms);
 }
 
 Result Engine::Withdraw(std::string_view txid, AccountId account, Amount amount, int64_t now_ms) {
+  return SingleAccountOp(EventType::kWithdraw, txid, account, amount, now_ms);
+}
+
+// Deposit and withdrawal: money enters or leaves through one account.
+Result Engine::SingleAccountOp(EventType type, std::string_view txid, AccountId account,
+                               Amount amount, int64_t now_ms) {
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (amount <= 0) return Fail(ResultCode::kMalformed, "amount must be a positive integer");
   if (!CheckOwned(account, &result)) return result;
   if (auto it = local_index_.find(txid); it != local_index_.end()) {
-    return ReplayLocal(txid, *it->second, EventType::kWithdraw, account, 0, amount, Currency());
+    return ReplayLocal(txid, *it->second, type, account, 0, amount, Currency());
   }
   if (distributed_.contains(txid)) {
     return Fail(ResultCode::kTxidReused,
@@ -285,9 +270,12 @@ Result Engine::Withdraw(std::string_view txid, AccountId account, Amount amount,
   }
   if (!CheckRoomForRecord(&result)) return result;
   const Account* record = FindAccount(account, &result);
-  if (record == nullptr || !CheckFunds(account, *record, amount, &result)) return result;
+  if (record == nullptr) return result;
+  bool ok = type == EventType::kDeposit ? CheckHeadroom(account, *record, amount, &result)
+                                        : CheckFunds(account, *record, amount, &result);
+  if (!ok) return result;
   Event event;
-  event.type = EventType::kWithdraw;
+  event.type = type;
   event.time_ms = EventTime(now_ms);
   event.txid = txid;
   event.account = account;
@@ -339,6 +327,35 @@ Result Engine::Transfer(std::string_view txid, AccountId from, AccountId to, Amo
 
 Result Engine::TccTry(std::string_view txid, Direction direction, AccountId account,
                       Amount amount, Currency currency, const RowSpec* home, int64_t now_ms) {
+  return FirstPhase(Mode::kTcc, txid, 0, direction, account, amount, currency, home, now_ms);
+}
+
+bool Engine::CheckNotLocal(std::string_view txid, Result* result) const {
+  if (!local_index_.contains(txid)) return true;
+  *result = Fail(ResultCode::kTxidReused,
+                 StrCat("transaction id ", txid, " belongs to a local transaction"));
+  return false;
+}
+
+bool Engine::CheckBranchMode(std::string_view txid, const DistributedRecord& record, Mode mode,
+                             Result* result) const {
+  for (const Branch& branch : record.branches) {
+    if (branch.mode != mode) {
+      *result = Fail(ResultCode::kTxidReused,
+                     StrCat("transaction id ", txid, " belongs to a ",
+                            mode == Mode::kTcc ? "saga" : "TC/C transfer"));
+      return false;
+    }
+  }
+  return true;
+}
+
+// The first phase of a branch: a TC/C try (mode kTcc; branches keyed by direction)
+// or a saga step (mode kSaga; keyed by step). A debit needs available funds, a credit
+// headroom; with `home`, the debit also creates the transaction's phase row.
+Result Engine::FirstPhase(Mode mode, std::string_view txid, uint8_t step, Direction direction,
+                          AccountId account, Amount amount, Currency currency,
+                          const RowSpec* home, int64_t now_ms) {
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
@@ -346,43 +363,50 @@ Result Engine::TccTry(std::string_view txid, Direction direction, AccountId acco
   if (!currency.valid()) return Fail(ResultCode::kMalformed, "currency must be 3 letters A-Z");
   if (home != nullptr) {
     if (direction != Direction::kDebit) {
-      return Fail(ResultCode::kMalformed, "the home row is created with the DEBIT try only");
+      return Fail(ResultCode::kMalformed, "the home row is created with the DEBIT branch only");
     }
-    if (home->mode != Mode::kTcc || home->from != account || home->amount != amount ||
+    if (home->mode != mode || home->from != account || home->amount != amount ||
         home->currency != currency) {
       return Fail(ResultCode::kMalformed, "the home row must describe this debit");
     }
     if (!CheckRowSpec(*home, &result)) return result;
   }
-  if (!CheckOwned(account, &result)) return result;
-  if (local_index_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a local transaction"));
-  }
+  if (!CheckOwned(account, &result) || !CheckNotLocal(txid, &result)) return result;
   auto found = distributed_.find(txid);
   if (found != distributed_.end()) {
     const DistributedRecord& record = found->second;
-    for (const Branch& branch : record.branches) {
-      if (branch.mode != Mode::kTcc) {
-        return Fail(ResultCode::kTxidReused,
-                    StrCat("transaction id ", txid, " belongs to a saga"));
-      }
-    }
+    if (!CheckBranchMode(txid, record, mode, &result)) return result;
     if (home != nullptr && record.row != nullptr && !(record.row->spec == *home)) {
       return Fail(ResultCode::kRowExists,
                   StrCat("transaction ", txid, " already has a row with other content"));
     }
+    const Branch* existing = nullptr;
     for (const Branch& branch : record.branches) {
-      if (branch.direction != direction) continue;
+      bool same_branch = mode == Mode::kTcc ? branch.direction == direction : branch.step == step;
+      if (same_branch) existing = &branch;
+    }
+    // A new branch of a transaction that has decided to cancel, or has finished,
+    // would be a hold (or debit) that nothing will ever undo: refuse it like a fence.
+    if (existing == nullptr && record.row != nullptr &&
+        (record.row->decision == Decision::kCancel || IsFinished(record.row->phase))) {
+      return Fail(ResultCode::kFenced,
+                  StrCat("transaction ", txid, " has already ",
+                         IsFinished(record.row->phase) ? "finished" : "decided to cancel"));
+    }
+    for (const Branch& branch : record.branches) {
+      if (&branch != existing) continue;
       if (branch.state == BranchState::kFenced) {
         return Fail(ResultCode::kFenced,
-                    StrCat(DirectionName(direction), " branch of ", txid,
-                                 " was cancelled before its try arrived"));
+                    mode == Mode::kTcc
+                        ? StrCat(DirectionName(direction), " branch of ", txid,
+                                 " was cancelled before its try arrived")
+                        : StrCat("step ", step, " of ", txid, " was compensated before it arrived"));
       }
-      if (branch.account != account || branch.amount != amount || branch.currency != currency ||
+      if (branch.direction != direction || branch.account != account ||
+          branch.amount != amount || branch.currency != currency ||
           (home != nullptr && record.row == nullptr)) {
         return Fail(ResultCode::kTxidReused,
-                    StrCat("transaction id ", txid, " was tried with other arguments"));
+                    StrCat("transaction id ", txid, " was used for this branch with other arguments"));
       }
       return WithNote(Result::Note::kReplayed);
     }
@@ -396,15 +420,16 @@ Result Engine::TccTry(std::string_view txid, Direction direction, AccountId acco
     return result;
   }
   Event event;
-  event.type = EventType::kTccTry;
+  event.type = mode == Mode::kTcc ? EventType::kTccTry : EventType::kSagaStep;
   event.time_ms = EventTime(now_ms);
   event.txid = txid;
+  event.step = step;
   event.direction = direction;
   event.account = account;
   event.amount = amount;
   event.currency = currency;
   if (home != nullptr) {
-    event.mode = Mode::kTcc;
+    event.mode = mode;
     event.peer = home->to;
   }
   Commit(event);
@@ -450,18 +475,10 @@ Result Engine::TccCancel(std::string_view txid, Direction direction, int64_t now
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
-  if (local_index_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a local transaction"));
-  }
+  if (!CheckNotLocal(txid, &result)) return result;
   auto found = distributed_.find(txid);
   if (found != distributed_.end()) {
-    for (const Branch& branch : found->second.branches) {
-      if (branch.mode != Mode::kTcc) {
-        return Fail(ResultCode::kTxidReused,
-                    StrCat("transaction id ", txid, " belongs to a saga"));
-      }
-    }
+    if (!CheckBranchMode(txid, found->second, Mode::kTcc, &result)) return result;
     for (const Branch& branch : found->second.branches) {
       if (branch.direction != direction) continue;
       switch (branch.state) {
@@ -505,81 +522,10 @@ Result Engine::TccCancel(std::string_view txid, Direction direction, int64_t now
 Result Engine::SagaStep(std::string_view txid, uint8_t step, Direction direction,
                         AccountId account, Amount amount, Currency currency,
                         const RowSpec* home, int64_t now_ms) {
-  Result result;
-  if (!CheckTxid(txid, &result)) return result;
   if (step < 1 || step > options_.max_saga_step) {
-    return Fail(ResultCode::kMalformed,
-                StrCat("saga step must be 1-", options_.max_saga_step));
+    return Fail(ResultCode::kMalformed, StrCat("saga step must be 1-", options_.max_saga_step));
   }
-  if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
-  if (amount <= 0) return Fail(ResultCode::kMalformed, "amount must be a positive integer");
-  if (!currency.valid()) return Fail(ResultCode::kMalformed, "currency must be 3 letters A-Z");
-  if (home != nullptr) {
-    if (direction != Direction::kDebit) {
-      return Fail(ResultCode::kMalformed, "the home row is created with the DEBIT step only");
-    }
-    if (home->mode != Mode::kSaga || home->from != account || home->amount != amount ||
-        home->currency != currency) {
-      return Fail(ResultCode::kMalformed, "the home row must describe this debit");
-    }
-    if (!CheckRowSpec(*home, &result)) return result;
-  }
-  if (!CheckOwned(account, &result)) return result;
-  if (local_index_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a local transaction"));
-  }
-  auto found = distributed_.find(txid);
-  if (found != distributed_.end()) {
-    const DistributedRecord& record = found->second;
-    for (const Branch& branch : record.branches) {
-      if (branch.mode != Mode::kSaga) {
-        return Fail(ResultCode::kTxidReused,
-                    StrCat("transaction id ", txid, " belongs to a TC/C transfer"));
-      }
-    }
-    if (home != nullptr && record.row != nullptr && !(record.row->spec == *home)) {
-      return Fail(ResultCode::kRowExists,
-                  StrCat("transaction ", txid, " already has a row with other content"));
-    }
-    for (const Branch& branch : record.branches) {
-      if (branch.step != step) continue;
-      if (branch.state == BranchState::kFenced) {
-        return Fail(ResultCode::kFenced, StrCat("step ", step, " of ", txid,
-                                                      " was compensated before it arrived"));
-      }
-      if (branch.direction != direction || branch.account != account ||
-          branch.amount != amount || branch.currency != currency ||
-          (home != nullptr && record.row == nullptr)) {
-        return Fail(ResultCode::kTxidReused,
-                    StrCat("step ", step, " of ", txid, " was run with other arguments"));
-      }
-      return WithNote(Result::Note::kReplayed);
-    }
-  } else if (!CheckRoomForRecord(&result)) {
-    return result;
-  }
-  const Account* record = FindAccount(account, &result);
-  if (record == nullptr || !CheckCurrency(account, *record, currency, &result)) return result;
-  if (direction == Direction::kDebit ? !CheckFunds(account, *record, amount, &result)
-                                     : !CheckHeadroom(account, *record, amount, &result)) {
-    return result;
-  }
-  Event event;
-  event.type = EventType::kSagaStep;
-  event.time_ms = EventTime(now_ms);
-  event.txid = txid;
-  event.step = step;
-  event.direction = direction;
-  event.account = account;
-  event.amount = amount;
-  event.currency = currency;
-  if (home != nullptr) {
-    event.mode = Mode::kSaga;
-    event.peer = home->to;
-  }
-  Commit(event);
-  return result;
+  return FirstPhase(Mode::kSaga, txid, step, direction, account, amount, currency, home, now_ms);
 }
 
 Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_ms) {
@@ -589,10 +535,7 @@ Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_m
     return Fail(ResultCode::kMalformed,
                 StrCat("saga step must be 1-", options_.max_saga_step));
   }
-  if (local_index_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a local transaction"));
-  }
+  if (!CheckNotLocal(txid, &result)) return result;
   Event event;
   event.type = EventType::kSagaCompensate;
   event.time_ms = EventTime(now_ms);
@@ -600,12 +543,7 @@ Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_m
   event.step = step;
   auto found = distributed_.find(txid);
   if (found != distributed_.end()) {
-    for (const Branch& branch : found->second.branches) {
-      if (branch.mode != Mode::kSaga) {
-        return Fail(ResultCode::kTxidReused,
-                    StrCat("transaction id ", txid, " belongs to a TC/C transfer"));
-      }
-    }
+    if (!CheckBranchMode(txid, found->second, Mode::kSaga, &result)) return result;
     for (const Branch& branch : found->second.branches) {
       if (branch.step != step) continue;
       switch (branch.state) {
@@ -643,10 +581,7 @@ Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_m
 Result Engine::RowCreate(std::string_view txid, const RowSpec& spec, int64_t now_ms) {
   Result result;
   if (!CheckTxid(txid, &result) || !CheckRowSpec(spec, &result)) return result;
-  if (local_index_.contains(txid)) {
-    return Fail(ResultCode::kTxidReused,
-                StrCat("transaction id ", txid, " belongs to a local transaction"));
-  }
+  if (!CheckNotLocal(txid, &result)) return result;
   auto found = distributed_.find(txid);
   if (found != distributed_.end()) {
     if (found->second.row != nullptr) {
@@ -749,56 +684,68 @@ Result Engine::RowClaim(std::string_view txid, std::string_view owner, int64_t l
 // ---------------------------------------------------------------------------
 // Collection.
 
-size_t Engine::CountExpired(int64_t time_ms, size_t max_records) const {
-  int64_t cutoff = time_ms - options_.idempotency_window_ms;
-  size_t count = 0;
-  for (auto it = local_records_.begin(); count < max_records && it != local_records_.end(); ++it) {
-    if (it->time_ms > cutoff) break;
-    ++count;
+bool Engine::IsCollectable(const CollectEntry& entry) const {
+  auto found = distributed_.find(entry.txid);
+  return found != distributed_.end() && found->second.last_change_ms == entry.time_ms &&
+         found->second.finished();
+}
+
+// What a collection at time_ms may do: pop `local` local records and the first
+// `distributed_entries` entries of the distributed queue, removing `removed` records
+// in all. Stale queue entries (their record changed again after it was queued) are
+// popped without counting, at most kMaxStaleEntriesPerCollect of them per call. Both
+// Collect() and ApplyCollect() use this plan, so what Collect() reports is exactly
+// what the event does, live and on replay.
+Engine::CollectPlan Engine::PlanCollect(int64_t time_ms, size_t max_records) const {
+  constexpr size_t kMaxStaleEntriesPerCollect = 1024;
+  const int64_t cutoff = time_ms - options_.idempotency_window_ms;
+  CollectPlan plan;
+  while (plan.removed < max_records && plan.local < local_records_.size() &&
+         local_records_[plan.local].time_ms <= cutoff) {
+    ++plan.local;
+    ++plan.removed;
   }
-  for (auto it = distributed_collect_.begin();
-       count < max_records && it != distributed_collect_.end(); ++it) {
-    if (it->time_ms > cutoff) break;
-    ++count;
+  size_t stale = 0;
+  while (plan.removed < max_records && plan.distributed_entries < distributed_collect_.size()) {
+    const CollectEntry& entry = distributed_collect_[plan.distributed_entries];
+    if (entry.time_ms > cutoff) break;
+    if (IsCollectable(entry)) {
+      ++plan.removed;
+    } else if (++stale > kMaxStaleEntriesPerCollect) {
+      break;
+    }
+    ++plan.distributed_entries;
   }
-  return count;
+  return plan;
 }
 
 size_t Engine::Collect(int64_t now_ms, size_t max_records) {
   int64_t time_ms = EventTime(now_ms);
-  size_t count = CountExpired(time_ms, max_records);
-  if (count == 0) return 0;
+  CollectPlan plan = PlanCollect(time_ms, max_records);
+  if (plan.removed == 0) return 0;
   Event event;
   event.type = EventType::kCollect;
   event.time_ms = time_ms;
   event.amount = static_cast<Amount>(max_records);
   Commit(event);
-  return count;
+  return plan.removed;
 }
 
 void Engine::ApplyCollect(int64_t time_ms, size_t max_records) {
-  int64_t cutoff = time_ms - options_.idempotency_window_ms;
-  size_t processed = 0;
-  while (processed < max_records && !local_records_.empty() &&
-         local_records_.front().time_ms <= cutoff) {
+  const CollectPlan plan = PlanCollect(time_ms, max_records);
+  for (size_t i = 0; i < plan.local; ++i) {
     size_t erased = local_index_.erase(std::string_view(local_records_.front().txid));
     WALLET_CHECK(erased == 1, "local record missing from its index");
     local_records_.pop_front();
-    ++processed;
     ++records_collected_;
   }
-  while (processed < max_records && !distributed_collect_.empty() &&
-         distributed_collect_.front().time_ms <= cutoff) {
+  for (size_t i = 0; i < plan.distributed_entries; ++i) {
     const CollectEntry& entry = distributed_collect_.front();
-    auto found = distributed_.find(entry.txid);
-    // Stale entries (the record changed again after it was queued) are skipped.
-    if (found != distributed_.end() && found->second.last_change_ms == entry.time_ms &&
-        found->second.finished()) {
-      distributed_.erase(found);
+    if (IsCollectable(entry)) {
+      distributed_.erase(entry.txid);
       ++records_collected_;
     }
     distributed_collect_.pop_front();
-    ++processed;
   }
 }
 
@@ -863,7 +810,10 @@ void Engine::AfterDistributedChange(std::string_view txid, DistributedRecord& re
   if (record.row != nullptr && IsFinished(record.row->phase)) {
     open_rows_.erase(txid);
   }
-  if (record.finished()) distributed_collect_.push_back(CollectEntry{time_ms, std::string(txid)});
+  if (record.finished() && record.queued_ms != time_ms) {
+    record.queued_ms = time_ms;  // one queue entry per (record, time): plans stay exact
+    distributed_collect_.push_back(CollectEntry{time_ms, std::string(txid)});
+  }
 }
 
 void Engine::Apply(const Event& event) {

@@ -263,8 +263,11 @@ class Engine {
     absl::InlinedVector<Branch, 2> branches;
     std::unique_ptr<PhaseRow> row;
     int64_t last_change_ms = 0;
+    int64_t queued_ms = -1;  // time of this record's newest collection-queue entry
     bool finished() const;
   };
+  bool CheckBranchMode(std::string_view txid, const DistributedRecord& record, Mode mode,
+                       Result* result) const;
   struct CollectEntry {
     int64_t time_ms;
     std::string txid;
@@ -285,6 +288,12 @@ class Engine {
                      Result* result) const;
   bool CheckFunds(AccountId account, const Account& record, Amount amount, Result* result) const;
   bool CheckRowSpec(const RowSpec& spec, Result* result) const;
+  bool CheckNotLocal(std::string_view txid, Result* result) const;
+  Result SingleAccountOp(EventType type, std::string_view txid, AccountId account, Amount amount,
+                         int64_t now_ms);
+  Result FirstPhase(Mode mode, std::string_view txid, uint8_t step, Direction direction,
+                    AccountId account, Amount amount, Currency currency, const RowSpec* home,
+                    int64_t now_ms);
   Result ReplayLocal(std::string_view txid, const LocalRecord& record, EventType type,
                      AccountId account, AccountId peer, Amount amount, Currency currency) const;
   Reserve ReserveOf(AccountId account, const Account& record) const;
@@ -298,7 +307,13 @@ class Engine {
   void CreateRow(std::string_view txid, DistributedRecord& record, const RowSpec& spec,
                  int64_t time_ms);
   void AfterDistributedChange(std::string_view txid, DistributedRecord& record, int64_t time_ms);
-  size_t CountExpired(int64_t time_ms, size_t max_records) const;
+  struct CollectPlan {
+    size_t local = 0;                // local records to pop
+    size_t distributed_entries = 0;  // distributed queue entries to pop
+    size_t removed = 0;              // records removed in all
+  };
+  CollectPlan PlanCollect(int64_t time_ms, size_t max_records) const;
+  bool IsCollectable(const CollectEntry& entry) const;
   void ApplyCollect(int64_t time_ms, size_t max_records);
 
   EngineOptions options_;

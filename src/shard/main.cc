@@ -92,8 +92,10 @@ int main(int argc, char** argv) {
   options.password = absl::GetFlag(FLAGS_password);
   if (std::string file = absl::GetFlag(FLAGS_password_file); !file.empty()) {
     std::ifstream in(file);
-    if (!in || !std::getline(in, options.password)) {
-      wallet::LogError("cannot read a password from --password_file=%s", file.c_str());
+    if (!in || !std::getline(in, options.password) || options.password.empty()) {
+      // An empty password would mean "no AUTH": never let a bad file open the shard.
+      wallet::LogError("cannot read a password (a non-empty first line) from --password_file=%s",
+                       file.c_str());
       return 2;
     }
   }
@@ -141,13 +143,17 @@ int main(int argc, char** argv) {
                   options.bind_address.c_str(), server.port(), owned.size(),
                   engine_options.partition_count, owned.ToString().c_str(),
                   options.password.empty() ? "; no password set" : "");
+  if (absl::Status status = server.HandleStopSignals(); !status.ok()) {
+    wallet::LogError("cannot handle signals: %s", std::string(status.message()).c_str());
+    return 1;
+  }
   if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (!WriteFileAtomically(ready, std::to_string(server.port()) + "\n")) {
       wallet::LogError("cannot write --ready_file=%s", ready.c_str());
       return 1;
     }
   }
-  if (absl::Status status = server.Run(wallet::shard::ShardServer::Signals::kHandle); !status.ok()) {
+  if (absl::Status status = server.Run(); !status.ok()) {
     wallet::LogError("event loop failed: %s", std::string(status.message()).c_str());
     return 1;
   }

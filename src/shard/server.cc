@@ -18,6 +18,7 @@
 #include <cstring>
 #include <utility>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "shard/commands.h"
@@ -144,7 +145,18 @@ void ShardServer::RequestStop() {
   }
 }
 
-absl::Status ShardServer::Run(Signals signals) {
+absl::Status ShardServer::HandleStopSignals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return absl::InternalError(ErrnoText("sigprocmask"));
+  signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd_ < 0) return absl::InternalError(ErrnoText("signalfd"));
+  return absl::OkStatus();
+}
+
+absl::Status ShardServer::Run() {
   if (listen_fd_ < 0) return absl::FailedPreconditionError("Listen() first");
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return absl::InternalError(ErrnoText("epoll_create1"));
@@ -158,14 +170,7 @@ absl::Status ShardServer::Run(Signals signals) {
   event.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
   signal(SIGPIPE, SIG_IGN);
-  if (signals == Signals::kHandle) {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (signal_fd_ < 0) return absl::InternalError(ErrnoText("signalfd"));
+  if (signal_fd_ >= 0) {
     event.data.fd = signal_fd_;
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, signal_fd_, &event);
   }
@@ -346,10 +351,7 @@ void ShardServer::FlushDirty() {
     if (!connection->closed) HandleWritable(connection);
   }
   dirty_.clear();
-  for (Connection* connection : to_close_) {
-    connections_.erase(connection->fd);  // destroys the connection
-  }
-  to_close_.clear();
+  closed_.clear();  // destroys connections closed during this turn
 }
 
 void ShardServer::HandleWritable(Connection* connection) {
@@ -399,9 +401,15 @@ void ShardServer::Close(Connection* connection) {
   if (connection->closed) return;
   connection->closed = true;
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection->fd, nullptr);
+  // Out of the map before the fd is closed: a client accepted later in this turn may
+  // get the same fd number. The object itself lives on in closed_ until the end of
+  // the turn, because this turn's event list and dirty_ may still point at it.
+  auto it = connections_.find(connection->fd);
+  WALLET_CHECK(it != connections_.end() && it->second.get() == connection,
+               "closing a connection that is not registered");
+  closed_.push_back(std::move(it->second));
+  connections_.erase(it);
   close(connection->fd);
-  to_close_.push_back(connection);
-  // Destroyed in FlushDirty(), after the turn no longer points at it.
 }
 
 void ShardServer::OnTimer(int64_t now_ms) {
@@ -414,9 +422,6 @@ void ShardServer::OnTimer(int64_t now_ms) {
     stats_window_commands_ = stats_.commands_processed;
     stats_window_start_ms_ = now_ms;
   }
-  // Closes made outside a read/write turn (none today) are reaped here too.
-  for (Connection* connection : to_close_) connections_.erase(connection->fd);
-  to_close_.clear();
 }
 
 void ShardServer::RecordError(ResultCode code) {

@@ -69,10 +69,14 @@ class ShardServer {
   absl::Status Listen();
   uint16_t port() const { return bound_port_; }
 
-  // Runs the event loop until RequestStop() or SIGTERM/SIGINT (when
-  // handle_signals was true). Pending replies are flushed before it returns.
-  enum class Signals { kIgnore, kHandle };
-  absl::Status Run(Signals signals);
+  // From now on SIGTERM and SIGINT are blocked and delivered to the event loop, which
+  // stops cleanly on either. Call before announcing readiness (and before starting
+  // threads, which inherit the mask), so no stop signal can find the default action.
+  absl::Status HandleStopSignals();
+
+  // Runs the event loop until RequestStop() or a stop signal (see
+  // HandleStopSignals). Pending replies are flushed before it returns.
+  absl::Status Run();
   void RequestStop();
 
   // Used by the command handlers (commands.cc).
@@ -116,7 +120,7 @@ class ShardServer {
   absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
   std::vector<char> read_buffer_;  // one read(2) at a time, shared by all connections
   std::vector<Connection*> dirty_;
-  std::vector<Connection*> to_close_;
+  std::vector<std::unique_ptr<Connection>> closed_;  // closed this turn, freed at its end
   ServerStats stats_;
 };
 
