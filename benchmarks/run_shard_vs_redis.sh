@@ -34,6 +34,10 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 RB_EVALSHA_REQUESTS="${RB_EVALSHA_REQUESTS:-2000000}"
 RB_PING_REQUESTS="${RB_PING_REQUESTS:-20000000}"
 SHARD_FLAGS="${SHARD_FLAGS:-}"   # extra wallet-shard flags, e.g. --idempotency_window_ms=...
+# On a shared machine: before each measurement, wait (at most WAIT_IDLE_MAX_S) until
+# the other processes use less than WAIT_IDLE_CORES cores over 3 s. 0 disables.
+WAIT_IDLE_CORES="${WAIT_IDLE_CORES:-0}"
+WAIT_IDLE_MAX_S="${WAIT_IDLE_MAX_S:-600}"
 
 WORK_DIR="$(mktemp -d /tmp/wallet-bench.XXXXXX)"
 OUT_DIR="${OUT_DIR:-$WORK_DIR/out}"
@@ -57,6 +61,26 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "== $*" >&2; }
+
+# Busy cores of the whole machine over 3 s (our servers are idle between runs).
+busy_cores() {
+  local b1 b2
+  b1="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"; sleep 3
+  b2="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"
+  awk -v d=$((b2 - b1)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", d / hz / 3 }'
+}
+wait_idle() {
+  [[ "$WAIT_IDLE_CORES" == "0" ]] && return 0
+  local start=$SECONDS busy
+  while :; do
+    busy="$(busy_cores)"
+    awk -v b="$busy" -v l="$WAIT_IDLE_CORES" 'BEGIN { exit !(b < l) }' && return 0
+    if (( SECONDS - start > WAIT_IDLE_MAX_S )); then
+      log "machine still busy ($busy cores) after ${WAIT_IDLE_MAX_S} s; measuring anyway"
+      return 0
+    fi
+  done
+}
 
 # --- 1. build ----------------------------------------------------------------
 if [[ "$SKIP_BUILD" != "1" ]]; then
@@ -111,6 +135,7 @@ field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -1; }
 
 driver() {  # driver <name> <target> <port> <pid> <phases>
   local name=$1 target=$2 port=$3 pid=$4 phases=$5
+  [[ "$phases" == run ]] && wait_idle
   "$DRIVER" --target="$target" --port="$port" --server_pid="$pid" --phases="$phases" "${COMMON[@]}" \
     >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" || {
       echo "driver $name failed:" >&2; tail -5 "$OUT_DIR/$name.err" >&2; return 1; }
@@ -153,6 +178,7 @@ for round in $(seq 1 "$RUNS"); do
   log "  $line"
 
   log "round $round/$RUNS: redis-benchmark EVALSHA"
+  wait_idle
   redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -P "$PIPELINE" -n "$RB_EVALSHA_REQUESTS" \
     -r "$ACCOUNTS" --csv EVALSHA "$SHA" 2 'acct:__rand_int__' 'acct:__rand_int__' 1 \
     >"$OUT_DIR/rb-evalsha-$round.csv" 2>&1
@@ -162,6 +188,7 @@ for round in $(seq 1 "$RUNS"); do
   log "  redis-benchmark EVALSHA: $csv"
 
   log "round $round/$RUNS: redis-benchmark PING_MBULK"
+  wait_idle
   redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -P "$PIPELINE" -n "$RB_PING_REQUESTS" \
     -t ping_mbulk --csv >"$OUT_DIR/rb-ping-$round.csv" 2>&1
   csv="$(grep -v '^"test"' "$OUT_DIR/rb-ping-$round.csv" | tail -1)"
@@ -182,7 +209,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 MW="$(median "${W_TPS[@]}")"; MR="$(median "${R_TPS[@]}")"
 echo
 echo "wallet-shard vs redis-server $(redis-server --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown); $CONNECTIONS connections x pipeline $PIPELINE, $ACCOUNTS accounts, ${DURATION_S} s per run after ${WARMUP_S} s warm-up, $RUNS runs: median (min-max)"
+echo "commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown); WAIT_IDLE_CORES=$WAIT_IDLE_CORES; $CONNECTIONS connections x pipeline $PIPELINE, $ACCOUNTS accounts, ${DURATION_S} s per run after ${WARMUP_S} s warm-up, $RUNS runs: median (min-max)"
 printf '%-44s %-28s %-28s %s\n' "figure" "wallet-shard" "redis (Lua)" "wallet/redis"
 printf '%-44s %-28s %-28s %s\n' "transfers/s (driver)" "$MW ($(spread "${W_TPS[@]}"))" "$MR ($(spread "${R_TPS[@]}"))" "$(ratio "$MW" "$MR")"
 printf '%-44s %-28s %-28s\n' "p50 latency us (batch of $PIPELINE)" "$(median "${W_P50[@]}") ($(spread "${W_P50[@]}"))" "$(median "${R_P50[@]}") ($(spread "${R_P50[@]}"))"

@@ -392,9 +392,9 @@ class ShardTest : public ::testing::Test {
   // and stderr) and expects exit status 0.
   //
   // Afterwards it waits, through `control` (an open, authenticated connection),
-  // until the shard has dropped redis-cli's connection. This works around the bug
-  // shown by DISABLED_ClientAcceptedInTheTurnAnotherClosesIsServed: a connection
-  // accepted in the same event-loop turn as another one closes is never served.
+  // until the shard has dropped redis-cli's connection, so that one run's close and
+  // the next run's connect never meet in one event-loop turn (that case has its own
+  // test: ClientAcceptedInTheTurnAnotherClosesIsServed).
   std::string RedisCli(Client& control, const std::vector<std::string>& args) {
     const std::string clients_before =
         InfoFields(control.Run({"INFO", "clients"}).text)["connected_clients"];
@@ -659,8 +659,6 @@ TEST_F(ShardTest, EveryRejectionHasItsCodeAndChangesNothing) {
   covered.insert("NOAUTH");    // AuthIsRequiredBeforeAnyCommand
   covered.insert("PROTOCOL");  // MalformedInputClosesOnlyThatConnection
   covered.insert("LIMIT");     // MalformedInputClosesOnlyThatConnection
-  // COMPENSATED is declared in result_code.h but no engine path returns it.
-  covered.insert("COMPENSATED");
   for (size_t i = 1; i < static_cast<size_t>(ResultCode::kCount_); ++i) {
     std::string name(ResultCodeName(static_cast<ResultCode>(i)));
     EXPECT_TRUE(covered.contains(name)) << "no wire test produces " << name;
@@ -894,12 +892,11 @@ TEST_F(ShardTest, UnreadablePasswordFileRefusesToStart) {
   EXPECT_FALSE(ReadFile(dir_->File("shard.port")).ok()) << "no ready file without a password";
 }
 
-// BUG (reported, not fixed here: src/shard/main.cc): a --password_file whose first
-// line is empty makes the password empty, and an empty password means "no AUTH
-// required": the shard starts open to everyone (its log says "no password set"), even
-// when --password is given too. Expected: refuse to start (exit status 2), as for an
-// unreadable file. Enable once main.cc rejects an empty password from the file.
-TEST_F(ShardTest, DISABLED_EmptyPasswordFileRefusesToStart) {
+// Regression test. At 933b3ae a --password_file whose first line was empty made the
+// password empty, and an empty password means "no AUTH required": the shard started
+// open to everyone (its log said "no password set"), even with --password given too.
+// It must refuse to start (exit status 2), as for an unreadable file.
+TEST_F(ShardTest, EmptyPasswordFileRefusesToStart) {
   ASSERT_TRUE(dir_->WriteFile("password", "\n", 0600).ok());
   absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
       {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("shard.port"),
@@ -1220,18 +1217,17 @@ TEST_F(ShardTest, ConnectionsBeyondMaxClientsAreRefusedWithBusy) {
   EXPECT_EQ(fourth->Run({"PING"}).ToString(), "+PONG");
 }
 
-// BUG (reported, not fixed here: src/shard/server.cc): Close() closes the socket at
-// once but leaves the Connection in connections_ (keyed by fd) until the end of the
-// turn. A client accepted later in the same turn gets the same fd number, so
-// `connections_.emplace(fd, ...)` in AcceptAll() silently keeps the old entry, which
-// FlushDirty() then erases: the new socket stays registered with epoll but has no
-// Connection. Its commands are never read or answered (the client hangs), the fd
-// leaks, and level-triggered EPOLLIN makes the loop spin.
+// Regression test. At 933b3ae Close() closed the socket at once but left the
+// Connection in connections_ (keyed by fd) until the end of the turn. A client
+// accepted later in the same turn got the same fd number, so
+// `connections_.emplace(fd, ...)` in AcceptAll() silently kept the old entry, which
+// FlushDirty() then erased: the new socket stayed registered with epoll without a
+// Connection. Its commands were never read or answered (the client hung), the fd
+// leaked, and level-triggered EPOLLIN made the loop spin.
 //
-// Made deterministic here by freezing the shard (SIGSTOP) while client A disconnects
-// and client B connects, so that the shard sees both in one epoll_wait.
-// Expected: B gets +PONG. Actual: no reply (read times out), connected_clients omits B.
-TEST_F(ShardTest, DISABLED_ClientAcceptedInTheTurnAnotherClosesIsServed) {
+// Made deterministic by freezing the shard (SIGSTOP) while client A disconnects and
+// client B connects, so that the shard sees both in one epoll_wait.
+TEST_F(ShardTest, ClientAcceptedInTheTurnAnotherClosesIsServed) {
   ASSERT_NO_FATAL_FAILURE(StartShard());
   std::unique_ptr<RawConnection> a = ConnectRaw();
   ASSERT_NE(a, nullptr);
@@ -1252,17 +1248,16 @@ TEST_F(ShardTest, DISABLED_ClientAcceptedInTheTurnAnotherClosesIsServed) {
   EXPECT_EQ(InfoFields(c->Run({"INFO", "clients"}).text)["connected_clients"], "2");
 }
 
-// BUG (reported, not fixed here: src/shard/main.cc + server.cc): main() writes the
-// --ready_file before ShardServer::Run() blocks SIGTERM/SIGINT and opens its
-// signalfd. A SIGTERM sent as soon as the ready file appears (what a supervisor or a
-// test does) can land in between and kill the shard with the default action: no
-// clean shutdown, no "stopped" log line, wait status "killed by signal 15" instead of
-// exit status 0. Expected: once the port is announced, SIGTERM always stops cleanly
-// (block the signals before announcing readiness).
+// Regression test. At 933b3ae main() wrote the --ready_file before
+// ShardServer::Run() blocked SIGTERM/SIGINT and opened its signalfd, so a SIGTERM
+// sent as soon as the ready file appeared (what a supervisor or a test does) could
+// land in between and kill the shard with the default action: no clean shutdown, no
+// "stopped" line, "killed by signal 15" instead of exit status 0 (12-15 of 20 tries).
+// Once the port is announced, SIGTERM must always stop the shard cleanly.
 //
 // The window is a few system calls wide; to hit it, the test makes <ready>.tmp a FIFO
 // so it reads the port the moment the shard writes it, then sends SIGTERM at once.
-TEST_F(ShardTest, DISABLED_SigtermRightAfterReadyFileStopsCleanly) {
+TEST_F(ShardTest, SigtermRightAfterReadyFileStopsCleanly) {
   constexpr int kAttempts = 20;
   int unclean = 0;
   std::string last_status;
@@ -1314,8 +1309,7 @@ TEST_F(ShardTest, SigtermStopsCleanly) {
 TEST_F(ShardTest, SigintStopsCleanly) {
   ASSERT_NO_FATAL_FAILURE(StartShard());
   {
-    // One reply proves the event loop runs, and so handles signals (see
-    // DISABLED_SigtermRightAfterReadyFileStopsCleanly for why that matters).
+    // A command before the signal, so the log line below has a count to check.
     std::unique_ptr<Client> c = Connect();
     ASSERT_NE(c, nullptr);
     ASSERT_EQ(c->Run({"PING"}).ToString(), "+PONG");

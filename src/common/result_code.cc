@@ -23,7 +23,6 @@ constexpr CodeInfo kCodes[] = {
     {"NOT_TRIED", ResultClass::kRejected},
     {"ALREADY_CANCELLED", ResultClass::kRejected},
     {"ALREADY_CONFIRMED", ResultClass::kRejected},
-    {"COMPENSATED", ResultClass::kRejected},
     {"ROW_EXISTS", ResultClass::kRejected},
     {"NO_ROW", ResultClass::kRejected},
     {"DECISION_FIXED", ResultClass::kRejected},

@@ -35,7 +35,6 @@ enum class ResultCode : uint8_t {
   kNotTried,             // confirm of a branch that was never tried
   kAlreadyCancelled,     // confirm of a cancelled branch
   kAlreadyConfirmed,     // cancel of a confirmed branch
-  kCompensated,          // compensation conflicts (step already compensated differently)
   // Phase state table.
   kRowExists,            // ROW.CREATE of an existing row with other content
   kNoRow,                // row not found

@@ -92,7 +92,11 @@ int main(int argc, char** argv) {
   options.password = absl::GetFlag(FLAGS_password);
   if (std::string file = absl::GetFlag(FLAGS_password_file); !file.empty()) {
     std::ifstream in(file);
-    if (!in || !std::getline(in, options.password) || options.password.empty()) {
+    bool read = in && std::getline(in, options.password);
+    if (read && !options.password.empty() && options.password.back() == '\r') {
+      options.password.pop_back();  // a file written with CRLF line endings
+    }
+    if (!read || options.password.empty()) {
       // An empty password would mean "no AUTH": never let a bad file open the shard.
       wallet::LogError("cannot read a password (a non-empty first line) from --password_file=%s",
                        file.c_str());
