@@ -339,13 +339,20 @@ bool Engine::CheckNotLocal(std::string_view txid, Result* result) const {
 
 bool Engine::CheckBranchMode(std::string_view txid, const DistributedRecord& record, Mode mode,
                              Result* result) const {
+  bool row_mode_differs = record.row != nullptr && record.row->spec.mode != mode;
   for (const Branch& branch : record.branches) {
-    if (branch.mode != mode) {
+    if (branch.mode != mode || row_mode_differs) {
       *result = Fail(ResultCode::kTxidReused,
                      StrCat("transaction id ", txid, " belongs to a ",
                             mode == Mode::kTcc ? "saga" : "TC/C transfer"));
       return false;
     }
+  }
+  if (row_mode_differs) {
+    *result = Fail(ResultCode::kTxidReused,
+                   StrCat("transaction id ", txid, " belongs to a ", ModeName(record.row->spec.mode),
+                          " transfer"));
+    return false;
   }
   return true;
 }
@@ -440,10 +447,12 @@ Result Engine::TccConfirm(std::string_view txid, Direction direction, int64_t no
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
+  if (!CheckNotLocal(txid, &result)) return result;
   auto found = distributed_.find(txid);
   if (found != distributed_.end()) {
+    if (!CheckBranchMode(txid, found->second, Mode::kTcc, &result)) return result;
     for (const Branch& branch : found->second.branches) {
-      if (branch.mode != Mode::kTcc || branch.direction != direction) continue;
+      if (branch.direction != direction) continue;
       switch (branch.state) {
         case BranchState::kConfirmed:
           return WithNote(Result::Note::kReplayed);
@@ -609,6 +618,18 @@ Result Engine::RowSet(std::string_view txid, const RowUpdate& update, int64_t no
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (update.mask == 0) return Fail(ResultCode::kMalformed, "nothing to set");
+  if ((update.has(RowUpdate::kDecision) && update.decision != Decision::kConfirm &&
+       update.decision != Decision::kCancel) ||
+      (update.has(RowUpdate::kPhase) && update.phase > RowPhase::kAborted) ||
+      (update.has(RowUpdate::kDebitTry) && update.debit_try > TryStatus::kFailed) ||
+      (update.has(RowUpdate::kCreditTry) && update.credit_try > TryStatus::kFailed) ||
+      (update.has(RowUpdate::kDebitEnd) && update.debit_end > EndStatus::kDone) ||
+      (update.has(RowUpdate::kCreditEnd) && update.credit_end > EndStatus::kDone) ||
+      (update.has(RowUpdate::kDebitAnswer) && update.debit_answer >= ResultCode::kCount_) ||
+      (update.has(RowUpdate::kCreditAnswer) && update.credit_answer >= ResultCode::kCount_) ||
+      (update.has(RowUpdate::kOutOfOrder) && update.out_of_order > 1)) {
+    return Fail(ResultCode::kMalformed, "row field value out of range");
+  }
   const PhaseRow* row = FindRow(txid);
   if (row == nullptr) return Fail(ResultCode::kNoRow, StrCat("no row for ", txid));
   if (!UpdateChangesRow(*row, update)) return WithNote(Result::Note::kReplayed);
@@ -617,9 +638,6 @@ Result Engine::RowSet(std::string_view txid, const RowUpdate& update, int64_t no
   }
   Decision decision = row->decision;
   if (update.has(RowUpdate::kDecision)) {
-    if (update.decision == Decision::kNone) {
-      return Fail(ResultCode::kMalformed, "decision must be confirm or cancel");
-    }
     if (row->decision != Decision::kNone && row->decision != update.decision) {
       return Fail(ResultCode::kDecisionFixed,
                   StrCat("row ", txid, " has already decided to ",
@@ -722,7 +740,9 @@ Engine::CollectPlan Engine::PlanCollect(int64_t time_ms, size_t max_records) con
 size_t Engine::Collect(int64_t now_ms, size_t max_records) {
   int64_t time_ms = EventTime(now_ms);
   CollectPlan plan = PlanCollect(time_ms, max_records);
-  if (plan.removed == 0) return 0;
+  // Stale queue entries alone are still work: logging their removal keeps the queue
+  // moving when many of them lead it.
+  if (plan.local == 0 && plan.distributed_entries == 0) return 0;
   Event event;
   event.type = EventType::kCollect;
   event.time_ms = time_ms;
@@ -1000,7 +1020,10 @@ void Engine::Apply(const Event& event) {
       if (update.has(RowUpdate::kDebitAnswer)) row.debit_answer = update.debit_answer;
       if (update.has(RowUpdate::kCreditAnswer)) row.credit_answer = update.credit_answer;
       if (update.has(RowUpdate::kOutOfOrder)) row.out_of_order = update.out_of_order != 0;
-      if (update.has(RowUpdate::kAttempts)) row.attempts += update.attempts_added;
+      if (update.has(RowUpdate::kAttempts)) {
+        row.attempts = update.attempts_added > UINT32_MAX - row.attempts ? UINT32_MAX
+                                                                          : row.attempts + update.attempts_added;
+      }
       row.updated_ms = event.time_ms;
       AfterDistributedChange(event.txid, found->second, event.time_ms);
       return;

@@ -217,7 +217,9 @@ class Engine {
 
   // ---- Collection ----
   // Removes at most max_records records whose idempotency window ended. Returns how
-  // many were removed; appends a kCollect event only when it removes something.
+  // many were removed. Appends a kCollect event only when there is work: records to
+  // remove, or stale queue entries (left by records that changed after finishing) to
+  // drop — so a collection may log an event and remove nothing.
   size_t Collect(int64_t now_ms, size_t max_records);
 
   // ---- Replay ----

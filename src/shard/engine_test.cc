@@ -8,16 +8,13 @@
 // identical before and after. TearDown checks CheckInvariants().
 #include "shard/engine.h"
 
-#include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <ostream>
 #include <random>
-#include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -1253,13 +1250,17 @@ struct TccOrderCase {
   std::vector<TccOp> ops;
 };
 
-std::string TccOrderName(const ::testing::TestParamInfo<TccOrderCase>& info) {
-  std::string name = info.param.direction == Direction::kDebit ? "Debit" : "Credit";
-  for (TccOp op : info.param.ops) {
+std::string TccOrderText(const TccOrderCase& c) {
+  std::string name = c.direction == Direction::kDebit ? "Debit" : "Credit";
+  for (TccOp op : c.ops) {
     name += op == TccOp::kTry ? "_Try" : op == TccOp::kConfirm ? "_Confirm" : "_Cancel";
   }
   return name;
 }
+std::string TccOrderName(const ::testing::TestParamInfo<TccOrderCase>& info) {
+  return TccOrderText(info.param);
+}
+void PrintTo(const TccOrderCase& c, std::ostream* os) { *os << TccOrderText(c); }
 
 std::vector<TccOrderCase> AllTccOrders() {
   std::vector<TccOrderCase> out;
@@ -1956,14 +1957,18 @@ TEST_F(EngineCollect, ReturnsOnlyWhatItRemovedAndLogsNothingOtherwise) {
   EXPECT_APPLIED(engine().SagaCompensate("tx", 2, t0 + 10));
   const std::string before = State();
   const uint64_t collected = engine().stats().records_collected;
+  // The entry queued at t0 is stale (the record changed at t0 + 10): dropping it is
+  // logged, but nothing is removed and the record stays.
   EXPECT_EQ(engine().Collect(t0 + kWindowMs, 100), 0u);
   EXPECT_EQ(engine().stats().records_collected, collected);
-  EXPECT_EQ(State(), before) << "no event should have been appended";
+  EXPECT_EQ(engine().FindTx("tx").kind, TxView::Kind::kDistributed);
+  EXPECT_EQ(Available(kB), 0);
+  (void)before;
   EXPECT_EQ(engine().Collect(t0 + 10 + kWindowMs, 100), 1u);
   EXPECT_EQ(engine().stats().records_collected, collected + 1);
 }
 
-// BUG (open): PlanCollect() pops at most 1024 stale queue entries per call, and
+// Regression (was a bug): PlanCollect() pops at most 1024 stale queue entries per call, and
 // Collect() appends no event when it would remove nothing. When more than 1024 stale
 // entries lead the distributed queue and no local record is due, every Collect()
 // returns 0 and pops nothing, so the queue never moves again: the finished records
@@ -1972,7 +1977,7 @@ TEST_F(EngineCollect, ReturnsOnlyWhatItRemovedAndLogsNothingOtherwise) {
 // participant shard applies 1100 saga credit steps at t0 and compensates them at
 // t0 + 1 (each compensation leaves the entry queued at t0 stale); at t0 + 1 + window
 // nothing is ever collected.
-TEST_F(EngineCollect, DISABLED_ManyStaleQueueEntriesDoNotBlockCollection) {
+TEST_F(EngineCollect, ManyStaleQueueEntriesDoNotBlockCollection) {
   constexpr int kRecords = 1100;
   const int64_t t0 = now_;
   for (int i = 0; i < kRecords; ++i) {
@@ -2225,7 +2230,13 @@ TEST_P(EngineReplay, RecordedEventsRebuildTheSameStateAndBehaviour) {
     const uint64_t appended = live.stats().events_applied - events_before;
     ASSERT_EQ(sink.size(), live.stats().events_applied);
     if (out.is_collect) {
-      ASSERT_EQ(appended, out.collected > 0 ? 1u : 0u);
+      // One event when records are removed; at most one otherwise (dropping stale
+      // queue entries is logged too, see Engine::Collect).
+      if (out.collected > 0) {
+        ASSERT_EQ(appended, 1u);
+      } else {
+        ASSERT_LE(appended, 1u);
+      }
       ++(out.collected > 0 ? tally[out.op].first : tally[out.op].second);
       continue;
     }
@@ -2662,6 +2673,59 @@ TEST_F(EngineConservation, CrossShardTransfersNeverCreateOrDestroyMoney) {
   }
   EXPECT_GT(finished, 150);
   EXPECT_GT(committed_money, 30);  // a fair share of transfers actually moved money
+}
+
+}  // namespace
+}  // namespace wallet::shard
+
+// =====================================================================================
+// Contract points raised in review (each was accepted or ambiguous before).
+
+namespace wallet::shard {
+namespace {
+
+TEST_F(EngineTcc, ConfirmOrCancelOfALocalTxidIsTxidReused) {
+  EXPECT_APPLIED(engine().Deposit("local", kA, 10, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused, engine().TccConfirm("local", Direction::kDebit, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused, engine().TccCancel("local", Direction::kDebit, now_));
+}
+
+TEST_F(EngineRows, BranchOfAnotherModeThanTheRowIsTxidReused) {
+  EXPECT_APPLIED(engine().RowCreate("tcc-row", spec_, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused,
+                  engine().SagaStep("tcc-row", 1, Direction::kCredit, kB, 300, kUsd, nullptr, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused, engine().SagaCompensate("tcc-row", 1, now_));
+  const RowSpec saga{Mode::kSaga, kA, 500, 300, kUsd};
+  EXPECT_APPLIED(engine().RowCreate("saga-row", saga, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused,
+                  engine().TccTry("saga-row", Direction::kCredit, kB, 300, kUsd, nullptr, now_));
+  EXPECT_REJECTED(ResultCode::kTxidReused, engine().TccCancel("saga-row", Direction::kDebit, now_));
+}
+
+TEST_F(EngineRows, OutOfRangeFieldValuesAreMalformed) {
+  EXPECT_APPLIED(engine().RowCreate("row", spec_, now_));
+  std::vector<RowUpdate> bad(6);
+  bad[0].mask = RowUpdate::kDecision;  // decision none
+  bad[1].mask = RowUpdate::kPhase;
+  bad[1].phase = static_cast<RowPhase>(9);
+  bad[2].mask = RowUpdate::kDebitTry;
+  bad[2].debit_try = static_cast<TryStatus>(7);
+  bad[3].mask = RowUpdate::kCreditEnd;
+  bad[3].credit_end = static_cast<EndStatus>(3);
+  bad[4].mask = RowUpdate::kDebitAnswer;
+  bad[4].debit_answer = ResultCode::kCount_;
+  bad[5].mask = RowUpdate::kOutOfOrder;
+  bad[5].out_of_order = 2;
+  for (const RowUpdate& update : bad) {
+    EXPECT_REJECTED(ResultCode::kMalformed, engine().RowSet("row", update, now_));
+  }
+}
+
+TEST_F(EngineRows, AttemptsSaturateInsteadOfWrapping) {
+  EXPECT_APPLIED(engine().RowCreate("row", spec_, now_));
+  EXPECT_APPLIED(engine().RowSet("row", Update({AddAttempts(UINT32_MAX - 1)}), now_));
+  EXPECT_APPLIED(engine().RowSet("row", Update({AddAttempts(5)}), now_));
+  EXPECT_EQ(engine().FindRow("row")->attempts, UINT32_MAX);
 }
 
 }  // namespace
