@@ -261,10 +261,10 @@ Result Engine::SingleAccountOp(EventType type, std::string_view txid, AccountId 
   if (!CheckTxid(txid, &result)) return result;
   if (amount <= 0) return Fail(ResultCode::kMalformed, "amount must be a positive integer");
   if (!CheckOwned(account, &result)) return result;
-  if (auto it = local_index_.find(txid); it != local_index_.end()) {
+  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
     return ReplayLocal(txid, *it->second, type, account, 0, amount, Currency());
   }
-  if (distributed_.contains(txid)) {
+  if (!distributed_.empty() && distributed_.contains(txid)) {
     return Fail(ResultCode::kTxidReused,
                 StrCat("transaction id ", txid, " belongs to a cross-shard transfer"));
   }
@@ -292,10 +292,10 @@ Result Engine::Transfer(std::string_view txid, AccountId from, AccountId to, Amo
   if (!currency.valid()) return Fail(ResultCode::kMalformed, "currency must be 3 letters A-Z");
   if (from == to) return Fail(ResultCode::kSameAccount, "a transfer needs two different accounts");
   if (!CheckOwned(from, &result) || !CheckOwned(to, &result)) return result;
-  if (auto it = local_index_.find(txid); it != local_index_.end()) {
+  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
     return ReplayLocal(txid, *it->second, EventType::kTransfer, from, to, amount, currency);
   }
-  if (distributed_.contains(txid)) {
+  if (!distributed_.empty() && distributed_.contains(txid)) {
     return Fail(ResultCode::kTxidReused,
                 StrCat("transaction id ", txid, " belongs to a cross-shard transfer"));
   }
@@ -331,7 +331,7 @@ Result Engine::TccTry(std::string_view txid, Direction direction, AccountId acco
 }
 
 bool Engine::CheckNotLocal(std::string_view txid, Result* result) const {
-  if (!local_index_.contains(txid)) return true;
+  if (!local_index_.contains(DigestTxid(txid))) return true;
   *result = Fail(ResultCode::kTxidReused,
                  StrCat("transaction id ", txid, " belongs to a local transaction"));
   return false;
@@ -754,7 +754,7 @@ size_t Engine::Collect(int64_t now_ms, size_t max_records) {
 void Engine::ApplyCollect(int64_t time_ms, size_t max_records) {
   const CollectPlan plan = PlanCollect(time_ms, max_records);
   for (size_t i = 0; i < plan.local; ++i) {
-    size_t erased = local_index_.erase(std::string_view(local_records_.front().txid));
+    size_t erased = local_index_.erase(local_records_.front().digest);
     WALLET_CHECK(erased == 1, "local record missing from its index");
     local_records_.pop_front();
     ++records_collected_;
@@ -798,10 +798,10 @@ void Engine::DropReserveIfEmpty(AccountId account, Account& record) {
 }
 
 void Engine::RecordLocal(const Event& event) {
-  local_records_.push_back(LocalRecord{std::string(event.txid), event.type, event.currency,
+  local_records_.push_back(LocalRecord{DigestTxid(event.txid), event.type, event.currency,
                                        event.account, event.peer, event.amount, event.time_ms});
   LocalRecord* record = &local_records_.back();
-  bool inserted = local_index_.emplace(std::string_view(record->txid), record).second;
+  bool inserted = local_index_.emplace(record->digest, record).second;
   WALLET_CHECK(inserted, "local transaction id applied twice");
 }
 
@@ -1066,7 +1066,7 @@ const PhaseRow* Engine::FindRow(std::string_view txid) const {
 
 TxView Engine::FindTx(std::string_view txid) const {
   TxView view;
-  if (auto it = local_index_.find(txid); it != local_index_.end()) {
+  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
     const LocalRecord& record = *it->second;
     view.kind = TxView::Kind::kLocal;
     view.local_type = record.type;

@@ -44,6 +44,7 @@
 #include "common/partition.h"
 #include "common/result_code.h"
 #include "common/strings.h"
+#include "common/txid_digest.h"
 #include "shard/events.h"
 
 namespace wallet::shard {
@@ -251,9 +252,10 @@ class Engine {
     Amount pending_credit = 0;
   };
   // A finished local transaction, kept for the idempotency window. Lives in
-  // local_records_ (time order) and is indexed by local_index_ (txid -> record).
+  // local_records_ (time order) and is indexed by local_index_ (txid digest ->
+  // record). 56 bytes, no allocation: the txid itself is not kept, only its digest.
   struct LocalRecord {
-    std::string txid;
+    TxidDigest digest;
     EventType type;
     Currency currency;
     AccountId account;
@@ -326,7 +328,7 @@ class Engine {
   absl::flat_hash_map<AccountId, Account> accounts_;
   absl::flat_hash_map<AccountId, Reserve> reserves_;
   std::deque<LocalRecord> local_records_;  // time order: the collection queue
-  absl::flat_hash_map<std::string_view, LocalRecord*, StringHash, StringEq> local_index_;  // views into local_records_
+  absl::flat_hash_map<TxidDigest, LocalRecord*, TxidDigestHash> local_index_;  // into local_records_
   absl::flat_hash_map<std::string, DistributedRecord, StringHash, StringEq> distributed_;
   std::deque<CollectEntry> distributed_collect_;  // finished distributed records, time order
   absl::flat_hash_set<std::string, StringHash, StringEq> open_rows_;
