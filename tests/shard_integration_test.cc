@@ -953,6 +953,33 @@ TEST_F(ShardTest, IdempotencyWindowForgetsOnlyFinishedTransactions) {
   EXPECT_EQ(audit["conserved"], "1");
 }
 
+// Regression: collection used to be capped at --collect_batch records per 10 ms tick
+// (here 1, i.e. 100 records/s), far below the rate a pipelined client creates them,
+// so the idempotency table only grew. Now each tick also collects as many records as
+// were created since the previous one and drains a backlog in bounded slices: 30,000
+// records made in one burst are all gone soon after the window ends.
+TEST_F(ShardTest, CollectionKeepsPaceWithTheInsertRate) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartShard({"--idempotency_window_ms=100", "--collect_batch=1", "--max_txn_records=1000000"}));
+  std::unique_ptr<Client> c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->Run({"OPEN", "1", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"OPEN", "2", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"DEPOSIT", "1", "1000000", "fund"}).ToString(), "+OK");
+  constexpr int kTransfers = 30'000;
+  std::vector<Command> transfers;
+  transfers.reserve(kTransfers);
+  for (int i = 0; i < kTransfers; ++i) {
+    transfers.push_back({"TRANSFER", "1", "2", "1", "USD", "burst-" + std::to_string(i)});
+  }
+  for (const Reply& reply : c->Pipeline(transfers, 1000)) ASSERT_EQ(reply.ToString(), "+OK");
+  // Every record (the deposit's and 30,000 transfers') is collected. At 100 records/s
+  // that took five minutes; the wait below gives up long before that.
+  ASSERT_TRUE(WaitForInfoAtLeast(*c, "records_collected", kTransfers + 1));
+  EXPECT_EQ(InfoFields(c->Run({"INFO", "keyspace"}).text)["local_records"], "0");
+  EXPECT_EQ(c->Run({"BALANCE", "2"}).ToString(), Balance(kTransfers, 0, "USD"));
+}
+
 TEST_F(ShardTest, ForeignPartitionsAreMovedAndNothingChanges) {
   constexpr uint32_t kPartitionCount = 1024;
   ASSERT_NO_FATAL_FAILURE(StartShard({"--partitions=0-511", "--partition_count=1024"}));

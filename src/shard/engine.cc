@@ -802,12 +802,16 @@ void Engine::RecordLocal(const Event& event) {
                                        event.account, event.peer, event.amount, event.time_ms});
   LocalRecord* record = &local_records_.back();
   bool inserted = local_index_.emplace(record->digest, record).second;
+  ++records_created_;
   WALLET_CHECK(inserted, "local transaction id applied twice");
 }
 
 Engine::DistributedRecord& Engine::MutableDistributed(std::string_view txid) {
   auto it = distributed_.find(txid);
-  if (it == distributed_.end()) it = distributed_.emplace(std::string(txid), DistributedRecord{}).first;
+  if (it == distributed_.end()) {
+    it = distributed_.emplace(std::string(txid), DistributedRecord{}).first;
+    ++records_created_;
+  }
   return it->second;
 }
 
@@ -1113,6 +1117,7 @@ EngineStats Engine::stats() const {
   stats.open_rows = open_rows_.size();
   stats.events_applied = events_applied_;
   stats.records_collected = records_collected_;
+  stats.records_created = records_created_;
   return stats;
 }
 

@@ -159,6 +159,7 @@ struct EngineStats {
   size_t open_rows = 0;
   uint64_t events_applied = 0;
   uint64_t records_collected = 0;
+  uint64_t records_created = 0;  // idempotency records ever created (local + distributed)
 };
 
 // Money totals for audits (128-bit: sums over many accounts may exceed int64).
@@ -336,6 +337,7 @@ class Engine {
   AuditTotals audit_;
   uint64_t events_applied_ = 0;
   uint64_t records_collected_ = 0;
+  uint64_t records_created_ = 0;
 };
 
 }  // namespace wallet::shard

@@ -44,7 +44,9 @@ ABSL_FLAG(uint64_t, max_txn_records, 50'000'000,
           "Transaction records held within the idempotency window; past it new "
           "mutations get BUSY (ids are never forgotten early).");
 ABSL_FLAG(uint64_t, collect_batch, 256,
-          "Expired records collected per 10 ms tick (bounds the pause collection causes).");
+          "Expired records collected per 10 ms tick in addition to as many as were "
+          "created since the previous tick (so collection keeps pace with traffic and "
+          "each pause is proportional to the last 10 ms of work).");
 ABSL_FLAG(uint64_t, max_clients, 10'000, "Simultaneous client connections.");
 ABSL_FLAG(uint64_t, max_args, 8192, "Arguments in one command.");
 ABSL_FLAG(uint64_t, max_arg_bytes, 512 * 1024, "Bytes in one argument.");

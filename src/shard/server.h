@@ -42,7 +42,9 @@ struct ServerOptions {
   size_t max_query_bytes = 64u << 20;   // unparsed bytes buffered per connection
   size_t max_output_bytes = 64u << 20;  // pending reply bytes before reads pause
   size_t max_clients = 10'000;
-  size_t collect_batch = 256;           // records collected per timer tick (every 10 ms)
+  // Records collected per timer tick (every 10 ms) on top of the ones created since
+  // the previous tick, so that collection always keeps pace with the insert rate.
+  size_t collect_batch = 256;
   std::string version = "0.1.0";
 };
 
@@ -116,6 +118,7 @@ class ShardServer {
   int64_t next_collect_ms_ = 0;
   int64_t stats_window_start_ms_ = 0;
   uint64_t stats_window_commands_ = 0;
+  uint64_t records_created_at_last_tick_ = 0;
   uint64_t next_connection_id_ = 1;
   absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
   std::vector<char> read_buffer_;  // one read(2) at a time, shared by all connections
