@@ -208,6 +208,13 @@ bool Engine::CheckRowSpec(const RowSpec& spec, Result* result) const {
   return CheckOwned(spec.from, result);
 }
 
+const Engine::LocalRecord* Engine::FindLocal(std::string_view txid) const {
+  TxidDigest digest = DigestTxid(txid);
+  const LocalIndex& part = IndexPart(digest);
+  auto it = part.find(digest);
+  return it == part.end() ? nullptr : it->second;
+}
+
 Result Engine::ReplayLocal(std::string_view txid, const LocalRecord& record, EventType type,
                            AccountId account, AccountId peer, Amount amount,
                            Currency currency) const {
@@ -261,8 +268,8 @@ Result Engine::SingleAccountOp(EventType type, std::string_view txid, AccountId 
   if (!CheckTxid(txid, &result)) return result;
   if (amount <= 0) return Fail(ResultCode::kMalformed, "amount must be a positive integer");
   if (!CheckOwned(account, &result)) return result;
-  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
-    return ReplayLocal(txid, *it->second, type, account, 0, amount, Currency());
+  if (const LocalRecord* local = FindLocal(txid); local != nullptr) {
+    return ReplayLocal(txid, *local, type, account, 0, amount, Currency());
   }
   if (!distributed_.empty() && distributed_.contains(txid)) {
     return Fail(ResultCode::kTxidReused,
@@ -292,8 +299,8 @@ Result Engine::Transfer(std::string_view txid, AccountId from, AccountId to, Amo
   if (!currency.valid()) return Fail(ResultCode::kMalformed, "currency must be 3 letters A-Z");
   if (from == to) return Fail(ResultCode::kSameAccount, "a transfer needs two different accounts");
   if (!CheckOwned(from, &result) || !CheckOwned(to, &result)) return result;
-  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
-    return ReplayLocal(txid, *it->second, EventType::kTransfer, from, to, amount, currency);
+  if (const LocalRecord* local = FindLocal(txid); local != nullptr) {
+    return ReplayLocal(txid, *local, EventType::kTransfer, from, to, amount, currency);
   }
   if (!distributed_.empty() && distributed_.contains(txid)) {
     return Fail(ResultCode::kTxidReused,
@@ -331,7 +338,7 @@ Result Engine::TccTry(std::string_view txid, Direction direction, AccountId acco
 }
 
 bool Engine::CheckNotLocal(std::string_view txid, Result* result) const {
-  if (!local_index_.contains(DigestTxid(txid))) return true;
+  if (FindLocal(txid) == nullptr) return true;
   *result = Fail(ResultCode::kTxidReused,
                  StrCat("transaction id ", txid, " belongs to a local transaction"));
   return false;
@@ -754,7 +761,8 @@ size_t Engine::Collect(int64_t now_ms, size_t max_records) {
 void Engine::ApplyCollect(int64_t time_ms, size_t max_records) {
   const CollectPlan plan = PlanCollect(time_ms, max_records);
   for (size_t i = 0; i < plan.local; ++i) {
-    size_t erased = local_index_.erase(local_records_.front().digest);
+    const TxidDigest& digest = local_records_.front().digest;
+    size_t erased = IndexPart(digest).erase(digest);
     WALLET_CHECK(erased == 1, "local record missing from its index");
     local_records_.pop_front();
     ++records_collected_;
@@ -801,7 +809,7 @@ void Engine::RecordLocal(const Event& event) {
   local_records_.push_back(LocalRecord{DigestTxid(event.txid), event.type, event.currency,
                                        event.account, event.peer, event.amount, event.time_ms});
   LocalRecord* record = &local_records_.back();
-  bool inserted = local_index_.emplace(record->digest, record).second;
+  bool inserted = IndexPart(record->digest).emplace(record->digest, record).second;
   ++records_created_;
   WALLET_CHECK(inserted, "local transaction id applied twice");
 }
@@ -1070,8 +1078,8 @@ const PhaseRow* Engine::FindRow(std::string_view txid) const {
 
 TxView Engine::FindTx(std::string_view txid) const {
   TxView view;
-  if (auto it = local_index_.find(DigestTxid(txid)); it != local_index_.end()) {
-    const LocalRecord& record = *it->second;
+  if (const LocalRecord* local = FindLocal(txid); local != nullptr) {
+    const LocalRecord& record = *local;
     view.kind = TxView::Kind::kLocal;
     view.local_type = record.type;
     view.account = record.account;
@@ -1112,7 +1120,7 @@ EngineStats Engine::stats() const {
   EngineStats stats;
   stats.accounts = accounts_.size();
   stats.accounts_with_reserve = reserves_.size();
-  stats.local_records = local_index_.size();
+  stats.local_records = local_records_.size();
   stats.distributed_records = distributed_.size();
   stats.open_rows = open_rows_.size();
   stats.events_applied = events_applied_;
@@ -1170,7 +1178,9 @@ bool Engine::CheckInvariants(std::string* error) const {
     *error = "money not conserved: available + held != deposited - withdrawn + in - out";
     return false;
   }
-  if (local_index_.size() != local_records_.size()) {
+  size_t indexed = 0;
+  for (const LocalIndex& part : local_index_) indexed += part.size();
+  if (indexed != local_records_.size()) {
     *error = "local record index out of date";
     return false;
   }

@@ -30,6 +30,7 @@
 //   if (r.code != ResultCode::kOk) ...;
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -280,7 +281,7 @@ class Engine {
 
   int64_t EventTime(int64_t now_ms) const { return now_ms > last_time_ms_ ? now_ms : last_time_ms_; }
   void Commit(const Event& event);
-  size_t record_count() const { return local_index_.size() + distributed_.size(); }
+  size_t record_count() const { return local_records_.size() + distributed_.size(); }
 
   // Validation helpers: fill *result and return false when the rule fails.
   bool CheckOwned(AccountId account, Result* result) const;
@@ -329,7 +330,18 @@ class Engine {
   absl::flat_hash_map<AccountId, Account> accounts_;
   absl::flat_hash_map<AccountId, Reserve> reserves_;
   std::deque<LocalRecord> local_records_;  // time order: the collection queue
-  absl::flat_hash_map<TxidDigest, LocalRecord*, TxidDigestHash> local_index_;  // into local_records_
+  // The local-record index, split by digest into kIndexParts tables so that a table
+  // doubling rehashes 1/kIndexParts of the records: the pause of one growth step is
+  // that much shorter (absl tables grow by rehashing everything at once).
+  static constexpr size_t kIndexParts = 64;
+  using LocalIndex = absl::flat_hash_map<TxidDigest, LocalRecord*, TxidDigestHash>;
+  LocalIndex& IndexPart(const TxidDigest& digest) { return local_index_[digest.high % kIndexParts]; }
+  const LocalIndex& IndexPart(const TxidDigest& digest) const {
+    return local_index_[digest.high % kIndexParts];
+  }
+  const LocalRecord* FindLocal(std::string_view txid) const;
+  size_t local_record_count() const { return local_records_.size(); }
+  std::array<LocalIndex, kIndexParts> local_index_;  // into local_records_
   absl::flat_hash_map<std::string, DistributedRecord, StringHash, StringEq> distributed_;
   std::deque<CollectEntry> distributed_collect_;  // finished distributed records, time order
   absl::flat_hash_set<std::string, StringHash, StringEq> open_rows_;
