@@ -29,7 +29,12 @@
 // The context (engine, pools) for one argument set is built once and kept across
 // the repeated calls Google Benchmark makes for that argument set, so the table
 // stays at its steady size between calls.
+//
+// `other_cores`: CPU the rest of the machine used during the timed loop (the
+// benchmark machine is shared); figures with other_cores well above 0 are suspect.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -108,6 +113,42 @@ struct Context {
 };
 
 std::unique_ptr<Context> current;
+
+// The machine is shared: how much CPU everything else used while a benchmark ran.
+// Busy time of all processors (/proc/stat) minus this process's CPU time, per
+// second of wall time; reported as the `other_cores` counter.
+class OtherLoad {
+ public:
+  OtherLoad() : busy_(BusySeconds()), self_(SelfSeconds()), start_(std::chrono::steady_clock::now()) {}
+  double cores() const {
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    double other = (BusySeconds() - busy_) - (SelfSeconds() - self_);
+    return wall > 0 && other > 0 ? other / wall : 0;
+  }
+
+ private:
+  static double BusySeconds() {
+    FILE* file = std::fopen("/proc/stat", "r");
+    if (file == nullptr) return 0;
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0,
+                       softirq = 0, steal = 0;
+    int fields = std::fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice,
+                             &system, &idle, &iowait, &irq, &softirq, &steal);
+    std::fclose(file);
+    if (fields < 4) return 0;
+    return static_cast<double>(user + nice + system + irq + softirq + steal) /
+           static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  static double SelfSeconds() {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  }
+  double busy_;
+  double self_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 Context& ContextFor(int64_t accounts, int64_t steady_records, int64_t txid_bytes) {
   if (current != nullptr && current->accounts == accounts &&
@@ -192,9 +233,11 @@ void RunSteady(benchmark::State& state) {
     }
   }
   uint64_t failures = 0;
+  OtherLoad other_load;
   for (auto _ : state) {
     if (!Operation(context, usd)) ++failures;
   }
+  state.counters["other_cores"] = other_load.cores();
   if (failures != 0) {
     state.SkipWithError("an operation failed or was replayed (txid pool too small?)");
     return;
@@ -227,6 +270,7 @@ void BM_TransferPauses(benchmark::State& state) {
   std::vector<uint64_t> histogram(kBuckets + 1, 0);
   int64_t max_ns = 0;
   uint64_t over_1ms = 0, failures = 0;
+  OtherLoad other_load;
   for (auto _ : state) {
     auto start = std::chrono::steady_clock::now();
     if (!TransferOnce(context, usd)) ++failures;
@@ -255,6 +299,7 @@ void BM_TransferPauses(benchmark::State& state) {
   state.counters["p999_ns"] = percentile(0.999);
   state.counters["max_ns"] = static_cast<double>(max_ns);
   state.counters["over_1ms"] = static_cast<double>(over_1ms);
+  state.counters["other_cores"] = other_load.cores();
   EngineStats stats = context.engine->stats();
   state.counters["records"] = static_cast<double>(stats.local_records);
 }
@@ -290,6 +335,7 @@ BENCHMARK(BM_TccTryConfirm)
 void BM_Open(benchmark::State& state) {
   const int64_t accounts = state.range(0);
   Currency usd = Usd();
+  OtherLoad other_load;
   for (auto _ : state) {
     state.PauseTiming();
     auto engine = std::make_unique<Engine>(EngineOptions{}, PartitionSet::All(kDefaultPartitionCount));
@@ -306,6 +352,7 @@ void BM_Open(benchmark::State& state) {
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * accounts);
+  state.counters["other_cores"] = other_load.cores();
 }
 BENCHMARK(BM_Open)->ArgNames({"accounts"})->Arg(100'000)->Arg(1'000'000)->Unit(benchmark::kMillisecond);
 

@@ -45,6 +45,14 @@ if [[ "$SKIP_BUILD" != "1" ]]; then
   fi
   ninja -C "$BUILD_DIR" wallet-shard wallet-shard-bench >/dev/null
 fi
+# What was measured: the last commit that changed src/ (or the top CMakeLists.txt),
+# and whether src/ had uncommitted changes. With SKIP_BUILD=1 this describes the
+# tree, which may be newer than the binaries.
+REVISION="src at $(git -C "$ROOT" log -1 --format=%h -- src CMakeLists.txt 2>/dev/null || echo unknown)"
+if ! git -C "$ROOT" diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null; then
+  REVISION="$REVISION + uncommitted changes"
+fi
+[[ "$SKIP_BUILD" == "1" ]] && REVISION="$REVISION (SKIP_BUILD=1: binaries not rebuilt)"
 SHARD="$BUILD_DIR/src/shard/wallet-shard"
 DRIVER="$BUILD_DIR/benchmarks/wallet-shard-bench"
 
@@ -124,7 +132,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo "-" hi}'; }
 MW="$(median "${W_RSS[@]}")"; MR="$(median "${R_RSS[@]}")"
 echo
-echo "memory per account, $ACCOUNTS accounts, $RUNS rounds: median (min-max); $(date -u +%Y-%m-%dT%H:%MZ); commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+echo "memory per account, $ACCOUNTS accounts, $RUNS rounds: median (each round); $(date -u +%Y-%m-%dT%H:%MZ); $REVISION"
 printf '%-52s %s\n' "wallet-shard, VmRSS delta / account" "$MW (${W_RSS[*]})"
 printf '%-52s %s\n' "redis-server, VmRSS delta / key" "$MR (${R_RSS[*]})"
 printf '%-52s %s\n' "redis-server, INFO used_memory_rss delta / key" "$(median "${R_INFO_RSS[@]}") (${R_INFO_RSS[*]})"

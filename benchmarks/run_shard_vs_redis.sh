@@ -90,6 +90,14 @@ if [[ "$SKIP_BUILD" != "1" ]]; then
   fi
   ninja -C "$BUILD_DIR" wallet-shard wallet-shard-bench >/dev/null
 fi
+# What was measured: the last commit that changed src/ (or the top CMakeLists.txt),
+# and whether src/ had uncommitted changes. With SKIP_BUILD=1 this describes the
+# tree, which may be newer than the binaries.
+REVISION="src at $(git -C "$ROOT" log -1 --format=%h -- src CMakeLists.txt 2>/dev/null || echo unknown)"
+if ! git -C "$ROOT" diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null; then
+  REVISION="$REVISION + uncommitted changes"
+fi
+[[ "$SKIP_BUILD" == "1" ]] && REVISION="$REVISION (SKIP_BUILD=1: binaries not rebuilt)"
 SHARD="$BUILD_DIR/src/shard/wallet-shard"
 DRIVER="$BUILD_DIR/benchmarks/wallet-shard-bench"
 for tool in "$SHARD" "$DRIVER"; do [[ -x "$tool" ]] || { echo "missing $tool" >&2; exit 1; }; done
@@ -149,12 +157,13 @@ driver setup-redis redis "$REDIS_PORT" "$REDIS_PID" setup >/dev/null
 SHA="$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$("$DRIVER" --print_lua)")"
 
 # --- 4. rounds ---------------------------------------------------------------
-declare -a W_TPS W_P50 W_P99 W_CPU W_OTHER R_TPS R_P50 R_P99 R_CPU R_OTHER
+declare -a W_TPS W_P50 W_P99 W_MAX W_CPU W_OTHER R_TPS R_P50 R_P99 R_MAX R_CPU R_OTHER
 declare -a PING_R PING_R_DRV PING_W RB_EVAL RB_EVAL_P50 RB_PING ERRORS_W ERRORS_R RECORDS
 for round in $(seq 1 "$RUNS"); do
   log "round $round/$RUNS: wallet"
   line="$(driver "run-wallet-$round" wallet "$SHARD_PORT" "$SHARD_PID" run)"
   W_TPS+=("$(field "$line" per_s)"); W_P50+=("$(field "$line" p50_us)"); W_P99+=("$(field "$line" p99_us)")
+  W_MAX+=("$(field "$line" max_us)")
   W_CPU+=("$(field "$line" server_cpu)"); W_OTHER+=("$(field "$line" other_cpu)")
   ERRORS_W+=("$(field "$line" errors)")
   RECORDS+=("$(redis-cli -p "$SHARD_PORT" INFO keyspace | tr -d '\r' | sed -n 's/^local_records://p')")
@@ -163,6 +172,7 @@ for round in $(seq 1 "$RUNS"); do
   log "round $round/$RUNS: redis"
   line="$(driver "run-redis-$round" redis "$REDIS_PORT" "$REDIS_PID" run)"
   R_TPS+=("$(field "$line" per_s)"); R_P50+=("$(field "$line" p50_us)"); R_P99+=("$(field "$line" p99_us)")
+  R_MAX+=("$(field "$line" max_us)")
   R_CPU+=("$(field "$line" server_cpu)"); R_OTHER+=("$(field "$line" other_cpu)")
   ERRORS_R+=("$(field "$line" errors)")
   log "  $line"
@@ -209,11 +219,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 MW="$(median "${W_TPS[@]}")"; MR="$(median "${R_TPS[@]}")"
 echo
 echo "wallet-shard vs redis-server $(redis-server --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown); WAIT_IDLE_CORES=$WAIT_IDLE_CORES; $CONNECTIONS connections x pipeline $PIPELINE, $ACCOUNTS accounts, ${DURATION_S} s per run after ${WARMUP_S} s warm-up, $RUNS runs: median (min-max)"
+echo "$REVISION; WAIT_IDLE_CORES=$WAIT_IDLE_CORES; $CONNECTIONS connections x pipeline $PIPELINE, $ACCOUNTS accounts, ${DURATION_S} s per run after ${WARMUP_S} s warm-up, $RUNS runs: median (min-max)"
 printf '%-44s %-28s %-28s %s\n' "figure" "wallet-shard" "redis (Lua)" "wallet/redis"
 printf '%-44s %-28s %-28s %s\n' "transfers/s (driver)" "$MW ($(spread "${W_TPS[@]}"))" "$MR ($(spread "${R_TPS[@]}"))" "$(ratio "$MW" "$MR")"
 printf '%-44s %-28s %-28s\n' "p50 latency us (batch of $PIPELINE)" "$(median "${W_P50[@]}") ($(spread "${W_P50[@]}"))" "$(median "${R_P50[@]}") ($(spread "${R_P50[@]}"))"
 printf '%-44s %-28s %-28s\n' "p99 latency us" "$(median "${W_P99[@]}") ($(spread "${W_P99[@]}"))" "$(median "${R_P99[@]}") ($(spread "${R_P99[@]}"))"
+printf '%-44s %-28s %-28s\n' "max latency us (each run)" "${W_MAX[*]}" "${R_MAX[*]}"
 printf '%-44s %-28s %-28s\n' "server CPU, cores" "$(median "${W_CPU[@]}")" "$(median "${R_CPU[@]}")"
 printf '%-44s %-28s %-28s\n' "other processes' CPU during runs, cores" "$(median "${W_OTHER[@]}") ($(spread "${W_OTHER[@]}"))" "$(median "${R_OTHER[@]}") ($(spread "${R_OTHER[@]}"))"
 printf '%-44s %-28s %-28s\n' "errors (per run)" "${ERRORS_W[*]}" "${ERRORS_R[*]}"

@@ -25,7 +25,8 @@
 //   open    wallet: OPEN <id> USD for every account; redis: SET acct:<id> <balance>
 //   setup   wallet: OPEN and DEPOSIT <id> <balance> fund-<id>; redis: SET acct:<id> <balance>
 //   run     transfers (or PINGs) for --warmup_s + --duration_s; only replies that arrive
-//           within the --duration_s window after the warm-up are counted
+//           within the --duration_s window after the warm-up are counted (or, with
+//           --requests=N, exactly N requests, all counted)
 //   verify  sums every account's balance (wallet: BALANCE, available + held; redis:
 //           MGET) and checks it equals accounts x initial_balance: money conserved
 //
@@ -75,6 +76,9 @@ ABSL_FLAG(int64_t, initial_balance, 1'000'000, "Balance each account is funded w
 ABSL_FLAG(int64_t, max_amount, 100, "Transfer amounts are drawn from 1..max_amount.");
 ABSL_FLAG(double, duration_s, 10, "Measured duration of the run phase, after the warm-up.");
 ABSL_FLAG(double, warmup_s, 1, "Run-phase warm-up whose replies are not counted.");
+ABSL_FLAG(uint64_t, requests, 0,
+          "If > 0, the run phase sends exactly this many requests and counts them all "
+          "(no warm-up) instead of running for --duration_s.");
 ABSL_FLAG(std::string, phases, "setup,run,verify", "Comma-separated: open, setup, run, verify.");
 ABSL_FLAG(int32_t, redis_key_pad, 0,
           "Zero-pad account numbers in Redis keys to this many digits (12 matches "
@@ -210,8 +214,10 @@ class Histogram {
     if (us < 0) us = 0;
     ++buckets_[static_cast<size_t>(std::min<int64_t>(us, kBuckets))];
     ++count_;
+    max_us_ = std::max(max_us_, us);
   }
   uint64_t count() const { return count_; }
+  int64_t max_us() const { return max_us_; }
   // Smallest latency (µs) at or below which `fraction` of the samples lie.
   int64_t PercentileUs(double fraction) const {
     if (count_ == 0) return 0;
@@ -229,6 +235,7 @@ class Histogram {
   static constexpr int64_t kBuckets = 1'000'000;
   std::vector<uint64_t> buckets_;
   uint64_t count_ = 0;
+  int64_t max_us_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -246,8 +253,10 @@ class Workload {
 
 class TransferWorkload : public Workload {
  public:
-  TransferWorkload(Target target, std::string sha, std::string txid_prefix, int redis_key_pad)
+  TransferWorkload(Target target, std::string sha, std::string txid_prefix, int redis_key_pad,
+                   uint64_t limit)
       : target_(target),
+        limit_(limit),
         sha_(std::move(sha)),
         prefix_(std::move(txid_prefix)),
         pad_(redis_key_pad),
@@ -257,6 +266,7 @@ class TransferWorkload : public Workload {
         max_amount_(static_cast<uint64_t>(absl::GetFlag(FLAGS_max_amount))) {}
 
   int Next(std::string* out) override {
+    if (limit_ != 0 && sent_++ >= limit_) return 0;
     if (target_ == Target::kPing) {
       out->append("*1\r\n$4\r\nPING\r\n");
       return 1;
@@ -298,6 +308,8 @@ class TransferWorkload : public Workload {
 
  private:
   Target target_;
+  uint64_t limit_;  // 0: unlimited
+  uint64_t sent_ = 0;
   std::string sha_;
   std::string prefix_;
   int pad_;
@@ -849,9 +861,8 @@ int main(int argc, char** argv) {
   std::string error;
   // A control connection: checks that the server is the one we think it is, loads
   // the script, and reads AUDIT at the end. It stays open for the whole run, so the
-  // driver never closes a connection while opening others (see README.md, "Issues
-  // found": wallet-shard could lose a connection accepted in the same loop turn as
-  // a close).
+  // driver never closes a connection while it opens others (wallet-shard before
+  // 4387bad lost a connection accepted in the same loop turn as a close).
   redisContext* control = ConnectBlocking(host, port, &error);
   if (control == nullptr) {
     std::fprintf(stderr, "%s\n", error.c_str());
@@ -911,10 +922,12 @@ int main(int argc, char** argv) {
         return 1;
       }
     } else if (phase == "run") {
-      TransferWorkload workload(target, sha, prefix, key_pad);
+      const uint64_t requests = absl::GetFlag(FLAGS_requests);
+      TransferWorkload workload(target, sha, prefix, key_pad, requests);
       int server_pid = absl::GetFlag(FLAGS_server_pid);
-      if (!driver.Run(workload, absl::GetFlag(FLAGS_warmup_s), absl::GetFlag(FLAGS_duration_s),
-                      server_pid, "run", &stats, &error)) {
+      double warmup_s = requests != 0 ? 0 : absl::GetFlag(FLAGS_warmup_s);
+      double duration_s = requests != 0 ? 0 : absl::GetFlag(FLAGS_duration_s);
+      if (!driver.Run(workload, warmup_s, duration_s, server_pid, "run", &stats, &error)) {
         std::fprintf(stderr, "run failed: %s\n", error.c_str());
         return 1;
       }
@@ -936,12 +949,13 @@ int main(int argc, char** argv) {
                    stats.latency.PercentileUs(0.50), stats.latency.PercentileUs(0.99),
                    ErrorsText(stats.measured_errors).c_str(), driver_cores, server_cores, other_cores);
       std::printf("RESULT phase=run target=%s per_s=%.0f ok_per_s=%.0f p50_us=%" PRId64
-                  " p99_us=%" PRId64 " p999_us=%" PRId64 " replies=%" PRIu64
+                  " p99_us=%" PRId64 " p999_us=%" PRId64 " p9999_us=%" PRId64 " max_us=%" PRId64
+                  " replies=%" PRIu64
                   " errors=%s seconds=%.2f driver_cpu=%.2f server_cpu=%.2f other_cpu=%.2f"
                   " sent_total=%" PRIu64 "\n",
                   target_name.c_str(), per_s, ok_per_s, stats.latency.PercentileUs(0.50),
                   stats.latency.PercentileUs(0.99), stats.latency.PercentileUs(0.999),
-                  stats.measured_replies, ErrorsText(stats.measured_errors).c_str(),
+                  stats.latency.PercentileUs(0.9999), stats.latency.max_us(), stats.measured_replies, ErrorsText(stats.measured_errors).c_str(),
                   stats.measured_s, driver_cores, server_cores, other_cores, stats.sent);
     } else {  // verify
       VerifyWorkload workload(target, key_pad);
