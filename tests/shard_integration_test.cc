@@ -878,6 +878,23 @@ TEST_F(ShardTest, PasswordFileOverridesPasswordFlag) {
   EXPECT_EQ(c->Run({"BALANCE", "1"}).ToString(), Balance(0, 0, "USD"));
 }
 
+// Regression: --help used to print "No flags matched" (Abseil looks for flags in a
+// file named after the binary). It must list the shard's flags with their help.
+TEST_F(ShardTest, HelpListsEveryFlag) {
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start({WalletShardBinary(), "--help"}, dir_->File("help.log"));
+  ASSERT_TRUE(child.ok()) << child.status();
+  absl::StatusOr<ExitStatus> status = (*child)->Wait(kIoTimeout);
+  ASSERT_TRUE(status.ok()) << status.status();
+  std::string help = (*child)->ReadLog();
+  EXPECT_EQ(help.find("No flags matched"), std::string::npos) << help;
+  for (const char* flag : {"--bind", "--port", "--password_file", "--partitions",
+                           "--partition_count", "--idempotency_window_ms", "--max_txn_records",
+                           "--max_args", "--max_query_bytes", "--ready_file"}) {
+    EXPECT_NE(help.find(flag), std::string::npos) << flag << " missing from --help:\n" << help;
+  }
+}
+
 TEST_F(ShardTest, UnreadablePasswordFileRefusesToStart) {
   absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
       {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("shard.port"),

@@ -15,6 +15,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "common/log.h"
 #include "common/partition.h"
 #include "shard/engine.h"
@@ -75,8 +77,16 @@ bool WriteFileAtomically(const std::string& path, const std::string& content) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists the flags defined in this file (Abseil's default looks for a file
+  // named after the binary and found none: "No flags matched").
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "shard/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "wallet-shard: in-memory balance shard speaking RESP2 (usable with redis-cli).\n"
+      "in-memory balance shard speaking RESP2 (usable with redis-cli).\n"
       "Usage: wallet-shard [--port=7001] [--partitions=all] [--password_file=F] ...\n"
       "Commands are listed in docs/shard-protocol.md. Stops cleanly on SIGTERM/SIGINT.\n"
       "Durability: none yet (state is in memory only; the event log is a later issue).");
