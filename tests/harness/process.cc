@@ -307,11 +307,13 @@ absl::Status ChildProcess::WaitForJobControl(int option) {
 
 absl::Status ChildProcess::Freeze() {
   if (absl::Status status = Signal(SIGSTOP); !status.ok()) return status;
+  frozen_ = true;
   return WaitForJobControl(WUNTRACED);
 }
 
 absl::Status ChildProcess::Thaw() {
   if (absl::Status status = Signal(SIGCONT); !status.ok()) return status;
+  frozen_ = false;
   return WaitForJobControl(WCONTINUED);
 }
 
@@ -320,8 +322,15 @@ ExitStatus ChildProcess::Stop(std::chrono::milliseconds grace) {
   // pid_ > 0 always holds here (Start never builds a ChildProcess otherwise); kill()
   // with 0 or -1 would signal a whole group, which this harness must never do.
   if (pid_ <= 0) return ExitStatus{};
+  // SIGCONT only for a child this harness froze, and before SIGTERM: a SIGCONT that
+  // lands while the child is exiting would cancel the SIGSTOP with which
+  // LeakSanitizer's exit-time check stops it (seen: a sanitizer-built shard hung at
+  // exit when this process was preempted between the two kill() calls).
+  if (frozen_) {
+    kill(pid_, SIGCONT);
+    frozen_ = false;
+  }
   kill(pid_, SIGTERM);
-  kill(pid_, SIGCONT);  // a frozen child only acts on SIGTERM once it runs again
   auto deadline = std::chrono::steady_clock::now() + grace;
   while (!TryReap()) {
     if (std::chrono::steady_clock::now() >= deadline) {

@@ -134,7 +134,7 @@ class ChildProcess {
   // it is still running then (it is left running).
   absl::StatusOr<ExitStatus> Wait(std::chrono::milliseconds timeout);
 
-  // Sends SIGTERM (and SIGCONT, in case it is frozen), waits up to `grace` for the
+  // Sends SIGTERM (after SIGCONT if Freeze() stopped it), waits up to `grace` for the
   // child to exit, then sends SIGKILL and waits for it. Always reaps. Idempotent: a child already reaped just returns its
   // status.
   ExitStatus Stop(std::chrono::milliseconds grace = kDefaultStopGrace);
@@ -171,6 +171,7 @@ class ChildProcess {
   std::vector<std::string> argv_;
   std::string log_path_;
   std::optional<ExitStatus> exit_status_;
+  bool frozen_ = false;  // stopped by Freeze() and not yet thawed
 };
 
 // ---------------------------------------------------------------------------
