@@ -37,33 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { echo "== $*" >&2; }
-
-if [[ "$SKIP_BUILD" != "1" ]]; then
-  if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
-    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWALLET_BUILD_TESTS=OFF >/dev/null
-  fi
-  ninja -C "$BUILD_DIR" wallet-shard wallet-shard-bench >/dev/null
-fi
-# What was measured: the last commit that changed src/ (or the top CMakeLists.txt),
-# and whether src/ had uncommitted changes. With SKIP_BUILD=1 this describes the
-# tree, which may be newer than the binaries.
-REVISION="src at $(git -C "$ROOT" log -1 --format=%h -- src CMakeLists.txt 2>/dev/null || echo unknown)"
-if ! git -C "$ROOT" diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null; then
-  REVISION="$REVISION + uncommitted changes"
-fi
-[[ "$SKIP_BUILD" == "1" ]] && REVISION="$REVISION (SKIP_BUILD=1: binaries not rebuilt)"
-SHARD="$BUILD_DIR/src/shard/wallet-shard"
-DRIVER="$BUILD_DIR/benchmarks/wallet-shard-bench"
-
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
-    if [[ -z "$(ss -Htln "sport = :$port")" ]]; then echo "$port"; return 0; fi
-  done
-  return 1
-}
+# shellcheck source=benchmarks/common.sh
+source "$ROOT/benchmarks/common.sh"
+build_benchmark_binaries
 vmrss_bytes() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"; }
 info_field() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

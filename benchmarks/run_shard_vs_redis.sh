@@ -60,7 +60,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "== $*" >&2; }
+# shellcheck source=benchmarks/common.sh
+source "$ROOT/benchmarks/common.sh"
 
 # Busy cores of the whole machine over 3 s (our servers are idle between runs).
 busy_cores() {
@@ -83,38 +84,13 @@ wait_idle() {
 }
 
 # --- 1. build ----------------------------------------------------------------
-if [[ "$SKIP_BUILD" != "1" ]]; then
-  log "building into $BUILD_DIR"
-  if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
-    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWALLET_BUILD_TESTS=OFF >/dev/null
-  fi
-  ninja -C "$BUILD_DIR" wallet-shard wallet-shard-bench >/dev/null
-fi
-# What was measured: the last commit that changed src/ (or the top CMakeLists.txt),
-# and whether src/ had uncommitted changes. With SKIP_BUILD=1 this describes the
-# tree, which may be newer than the binaries.
-REVISION="src at $(git -C "$ROOT" log -1 --format=%h -- src CMakeLists.txt 2>/dev/null || echo unknown)"
-if ! git -C "$ROOT" diff --quiet HEAD -- src CMakeLists.txt 2>/dev/null; then
-  REVISION="$REVISION + uncommitted changes"
-fi
-[[ "$SKIP_BUILD" == "1" ]] && REVISION="$REVISION (SKIP_BUILD=1: binaries not rebuilt)"
-SHARD="$BUILD_DIR/src/shard/wallet-shard"
-DRIVER="$BUILD_DIR/benchmarks/wallet-shard-bench"
+build_benchmark_binaries
 for tool in "$SHARD" "$DRIVER"; do [[ -x "$tool" ]] || { echo "missing $tool" >&2; exit 1; }; done
 for tool in redis-server redis-cli redis-benchmark ss; do
   command -v "$tool" >/dev/null || { echo "missing $tool (deploy/setup.sh installs it)" >&2; exit 1; }
 done
 
 # --- 2. servers --------------------------------------------------------------
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
-    if [[ -z "$(ss -Htln "sport = :$port")" ]]; then echo "$port"; return 0; fi
-  done
-  return 1
-}
-
 log "starting wallet-shard"
 "$SHARD" --port=0 --ready_file="$WORK_DIR/ready" $SHARD_FLAGS >"$OUT_DIR/wallet-shard.log" 2>&1 &
 SHARD_PID=$!

@@ -32,6 +32,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/result_code.h"
+
 namespace wallet::resp {
 
 struct Limits {
@@ -60,6 +62,9 @@ class RequestParser {
   // After kError: a message naming the problem, without CR or LF, e.g.
   // "Protocol error: invalid bulk length" or "too many arguments (9000 > 8192)".
   const std::string& error() const { return error_; }
+  // After kError: kLimitExceeded for a request over a Limits bound, kProtocolError for
+  // a stream that is not RESP.
+  ResultCode error_code() const { return error_code_; }
 
   // True while a command has been partly parsed (bytes of it consumed from view).
   bool in_progress() const { return state_ != State::kIdle; }
@@ -67,7 +72,7 @@ class RequestParser {
  private:
   enum class State { kIdle, kMultibulk };
 
-  Status Fail(std::string message);
+  Status Fail(ResultCode code, std::string message);
   Status ParseInline(std::string_view buffer, size_t* pos, std::vector<std::string_view>* args);
   Status ParseMultibulk(std::string_view buffer, size_t* pos, std::vector<std::string_view>* args);
 
@@ -82,6 +87,7 @@ class RequestParser {
   };
   std::vector<Span> spans_;
   std::string error_;
+  ResultCode error_code_ = ResultCode::kOk;
 };
 
 // Appends RESP2 replies to a string (a connection's output buffer).

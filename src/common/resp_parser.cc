@@ -69,7 +69,8 @@ std::string InlineTooLong(size_t max_inline_bytes) {
 
 }  // namespace
 
-RequestParser::Status RequestParser::Fail(std::string message) {
+RequestParser::Status RequestParser::Fail(ResultCode code, std::string message) {
+  error_code_ = code;
   error_ = std::move(message);
   state_ = State::kIdle;
   args_expected_ = 0;
@@ -86,7 +87,9 @@ RequestParser::Status RequestParser::Next(std::string_view buffer, size_t* pos,
                                           std::vector<std::string_view>* args) {
   // The contract says "do not call again" after kError; stay failed if someone does.
   if (!error_.empty()) return Status::kError;
-  if (*pos > buffer.size()) return Fail("parser position past the end of the buffer");
+  if (*pos > buffer.size()) {
+    return Fail(ResultCode::kProtocolError, "parser position past the end of the buffer");
+  }
   for (;;) {
     if (state_ == State::kIdle && *pos == buffer.size()) return Status::kNeedMore;
     const bool multibulk = state_ == State::kMultibulk || buffer[*pos] == '*';
@@ -114,7 +117,7 @@ RequestParser::Status RequestParser::ParseInline(std::string_view buffer, size_t
   const void* found = std::memchr(rest.data() + scan_offset_, '\n', window_bytes - scan_offset_);
   if (found == nullptr) {
     if (window_bytes == limits_.max_inline_bytes + 2) {
-      return Fail(InlineTooLong(limits_.max_inline_bytes));
+      return Fail(ResultCode::kLimitExceeded, InlineTooLong(limits_.max_inline_bytes));
     }
     scan_offset_ = window_bytes;
     return Status::kNeedMore;
@@ -124,7 +127,7 @@ RequestParser::Status RequestParser::ParseInline(std::string_view buffer, size_t
   std::string_view line = rest.substr(0, lf);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.size() > limits_.max_inline_bytes) {
-    return Fail(InlineTooLong(limits_.max_inline_bytes));
+    return Fail(ResultCode::kLimitExceeded, InlineTooLong(limits_.max_inline_bytes));
   }
 
   args->clear();
@@ -135,10 +138,11 @@ RequestParser::Status RequestParser::ParseInline(std::string_view buffer, size_t
     const size_t start = i;
     while (i < line.size() && !IsInlineSeparator(line[i])) ++i;
     if (args->size() == limits_.max_args) {
-      return Fail(absl::StrCat("too many arguments (> ", limits_.max_args, ")"));
+      return Fail(ResultCode::kLimitExceeded,
+                  absl::StrCat("too many arguments (> ", limits_.max_args, ")"));
     }
     if (i - start > limits_.max_arg_bytes) {
-      return Fail(
+      return Fail(ResultCode::kLimitExceeded,
           absl::StrCat("argument too long (", i - start, " > ", limits_.max_arg_bytes, ")"));
     }
     args->push_back(line.substr(start, i - start));
@@ -163,9 +167,9 @@ RequestParser::Status RequestParser::ParseMultibulk(std::string_view buffer, siz
       case HeaderResult::kNeedMore:
         return Status::kNeedMore;
       case HeaderResult::kTooLong:
-        return Fail("Protocol error: too big mbulk count string");
+        return Fail(ResultCode::kProtocolError, "Protocol error: too big mbulk count string");
       case HeaderResult::kBadNumber:
-        return Fail("Protocol error: invalid multibulk length");
+        return Fail(ResultCode::kProtocolError, "Protocol error: invalid multibulk length");
       case HeaderResult::kOk:
         break;
     }
@@ -175,7 +179,8 @@ RequestParser::Status RequestParser::ParseMultibulk(std::string_view buffer, siz
       return Status::kCommand;
     }
     if (static_cast<uint64_t>(count) > limits_.max_args) {
-      return Fail(absl::StrCat("too many arguments (", count, " > ", limits_.max_args, ")"));
+      return Fail(ResultCode::kLimitExceeded,
+                  absl::StrCat("too many arguments (", count, " > ", limits_.max_args, ")"));
     }
     state_ = State::kMultibulk;
     args_expected_ = static_cast<size_t>(count);
@@ -191,7 +196,8 @@ RequestParser::Status RequestParser::ParseMultibulk(std::string_view buffer, siz
     const std::string_view rest = command.substr(scan_offset_);
     if (rest.empty()) return Status::kNeedMore;
     if (rest[0] != '$') {
-      return Fail(absl::StrCat("Protocol error: expected '$', got '", PrintableByte(rest[0]), "'"));
+      return Fail(ResultCode::kProtocolError,
+                  absl::StrCat("Protocol error: expected '$', got '", PrintableByte(rest[0]), "'"));
     }
     int64_t length = 0;
     size_t header_bytes = 0;
@@ -199,22 +205,22 @@ RequestParser::Status RequestParser::ParseMultibulk(std::string_view buffer, siz
       case HeaderResult::kNeedMore:
         return Status::kNeedMore;  // the header is re-read next time: at most 32 bytes
       case HeaderResult::kTooLong:
-        return Fail("Protocol error: too big bulk count string");
+        return Fail(ResultCode::kProtocolError, "Protocol error: too big bulk count string");
       case HeaderResult::kBadNumber:
-        return Fail("Protocol error: invalid bulk length");
+        return Fail(ResultCode::kProtocolError, "Protocol error: invalid bulk length");
       case HeaderResult::kOk:
         break;
     }
-    if (length < 0) return Fail("Protocol error: invalid bulk length");
+    if (length < 0) return Fail(ResultCode::kProtocolError, "Protocol error: invalid bulk length");
     const size_t data_bytes = static_cast<size_t>(length);
     if (data_bytes > limits_.max_arg_bytes) {
-      return Fail(
+      return Fail(ResultCode::kLimitExceeded,
           absl::StrCat("argument too long (", data_bytes, " > ", limits_.max_arg_bytes, ")"));
     }
     // Wait for the whole argument and its CRLF (data_bytes is capped, so no overflow).
     if (rest.size() < header_bytes + data_bytes + 2) return Status::kNeedMore;
     if (rest[header_bytes + data_bytes] != '\r' || rest[header_bytes + data_bytes + 1] != '\n') {
-      return Fail("Protocol error: expected CRLF after bulk data");
+      return Fail(ResultCode::kProtocolError, "Protocol error: expected CRLF after bulk data");
     }
     spans_.push_back(Span{scan_offset_ + header_bytes, data_bytes});
     scan_offset_ += header_bytes + data_bytes + 2;

@@ -84,6 +84,12 @@ void ExpectError(std::string_view input, std::string_view expected_substring,
       << "input: " << testing::PrintToString(std::string(input));
   EXPECT_THAT(parser.error(), HasSubstr(std::string(expected_substring)));
   EXPECT_EQ(parser.error().find_first_of("\r\n"), std::string::npos) << parser.error();
+  // A broken stream is PROTOCOL; a request over a limit is LIMIT.
+  const bool broken_stream = parser.error().rfind("Protocol error", 0) == 0 ||
+                             parser.error().find("position past the end") != std::string::npos;
+  EXPECT_EQ(parser.error_code(),
+            broken_stream ? ResultCode::kProtocolError : ResultCode::kLimitExceeded)
+      << parser.error();
 }
 
 // A caller in the style of resp.h's example: appends `chunk` to its buffer, runs the

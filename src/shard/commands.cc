@@ -565,7 +565,7 @@ void CmdRowGet(CommandContext& context, const Args& args) {
 
 void CmdRowClaim(CommandContext& context, const Args& args) {
   int64_t lease_ms;
-  if (!ParseIntArg(context, "lease_ms", args[3], 1, 600'000, &lease_ms)) return;
+  if (!ParseIntArg(context, "lease_ms", args[3], 1, Engine::kMaxLeaseMs, &lease_ms)) return;
   ReplyResult(context, context.engine.RowClaim(args[1], args[2], lease_ms, context.now_ms));
 }
 

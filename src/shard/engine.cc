@@ -676,7 +676,6 @@ Result Engine::RowSet(std::string_view txid, const RowUpdate& update, int64_t no
 
 Result Engine::RowClaim(std::string_view txid, std::string_view owner, int64_t lease_ms,
                         int64_t now_ms) {
-  constexpr int64_t kMaxLeaseMs = 10 * 60 * 1000;
   Result result;
   if (!CheckTxid(txid, &result)) return result;
   if (!IsValidTxid(owner)) {

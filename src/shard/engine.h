@@ -215,6 +215,8 @@ class Engine {
   Result RowSet(std::string_view txid, const RowUpdate& update, int64_t now_ms);
   // Takes (or renews) the row's lease for `owner` unless another owner holds an
   // unexpired one (kLeased).
+  // Longest lease a claim may take.
+  static constexpr int64_t kMaxLeaseMs = 10 * 60 * 1000;
   Result RowClaim(std::string_view txid, std::string_view owner, int64_t lease_ms,
                   int64_t now_ms);
 
@@ -340,7 +342,6 @@ class Engine {
     return local_index_[digest.high % kIndexParts];
   }
   const LocalRecord* FindLocal(std::string_view txid) const;
-  size_t local_record_count() const { return local_records_.size(); }
   std::array<LocalIndex, kIndexParts> local_index_;  // into local_records_
   absl::flat_hash_map<std::string, DistributedRecord, StringHash, StringEq> distributed_;
   std::deque<CollectEntry> distributed_collect_;  // finished distributed records, time order

@@ -322,8 +322,7 @@ size_t ShardServer::ProcessBuffer(Connection* connection, std::string_view data)
     if (status == resp::RequestParser::Status::kError) {
       // The stream can no longer be trusted: answer, then close once written.
       ++stats_.protocol_errors;
-      bool limit = connection->parser.error().rfind("Protocol error", 0) != 0;
-      ResultCode code = limit ? ResultCode::kLimitExceeded : ResultCode::kProtocolError;
+      ResultCode code = connection->parser.error_code();
       RecordError(code);
       writer.Error(ResultCodeName(code), connection->parser.error());
       connection->closing = true;
