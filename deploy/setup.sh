@@ -12,8 +12,9 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   # the five libraries the product is built on
   libhiredis-dev libzookeeper-mt-dev libabsl-dev libbenchmark-dev libgtest-dev libgmock-dev
-  # well-kept helpers from Debian: XXH3 digests of transaction ids
-  libxxhash-dev
+  # well-kept helpers from Debian: XXH3 digests of transaction ids; CRC32C (ISA-L)
+  # checksums of the event log and snapshots
+  libxxhash-dev libisal-dev
   # servers and tools the tests, benchmarks and main job drive
   redis-server redis-tools zookeeper
   # helpers used by scripts
