@@ -51,7 +51,7 @@ declare -a W_RSS R_RSS R_INFO_RSS R_USED W_RECORD
 for round in $(seq 1 "$RUNS"); do
   # --- wallet-shard ---
   rm -f "$WORK_DIR/ready"
-  "$SHARD" --port=0 --ready_file="$WORK_DIR/ready" >"$WORK_DIR/shard.log" 2>&1 &
+  "$SHARD" --port=0 --ready_file="$WORK_DIR/ready" --in_memory >"$WORK_DIR/shard.log" 2>&1 &
   shard_pid=$!; PIDS+=("$shard_pid")
   for _ in $(seq 1 100); do [[ -s "$WORK_DIR/ready" ]] && break; sleep 0.05; done
   port="$(cat "$WORK_DIR/ready")"

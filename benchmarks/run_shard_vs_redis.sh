@@ -33,7 +33,7 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 # redis-benchmark request counts: about DURATION_S seconds each at the rates seen here.
 RB_EVALSHA_REQUESTS="${RB_EVALSHA_REQUESTS:-2000000}"
 RB_PING_REQUESTS="${RB_PING_REQUESTS:-20000000}"
-SHARD_FLAGS="${SHARD_FLAGS:-}"   # extra wallet-shard flags, e.g. --idempotency_window_ms=...
+SHARD_FLAGS="${SHARD_FLAGS:---in_memory}"   # wallet-shard flags, e.g. --data_dir=... --fsync=always
 # On a shared machine: before each measurement, wait (at most WAIT_IDLE_MAX_S) until
 # the other processes use less than WAIT_IDLE_CORES cores over 3 s. 0 disables.
 WAIT_IDLE_CORES="${WAIT_IDLE_CORES:-0}"

@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$SHARD" --port=0 --ready_file="$WORK/port" >"$WORK/shard.log" 2>&1 &
+"$SHARD" --port=0 --ready_file="$WORK/port" --data_dir="$WORK/data" >"$WORK/shard.log" 2>&1 &
 SHARD_PID=$!
 for _ in $(seq 1 100); do [[ -s "$WORK/port" ]] && break; sleep 0.05; done
 [[ -s "$WORK/port" ]] || { echo "demo: shard did not start:"; cat "$WORK/shard.log"; exit 1; }

@@ -43,6 +43,13 @@ bool ParseUint64(std::string_view text, uint64_t* out) {
   return true;
 }
 
+bool ParseZeroPaddedUint64(std::string_view text, uint64_t* out) {
+  if (text.empty() || text.size() > 20) return false;
+  size_t first = 0;
+  while (first + 1 < text.size() && text[first] == '0') ++first;
+  return ParseUint64(text.substr(first), out);
+}
+
 bool ParseInt64(std::string_view text, int64_t* out) {
   bool negative = !text.empty() && text[0] == '-';
   if (negative) text.remove_prefix(1);

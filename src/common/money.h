@@ -67,6 +67,9 @@ inline bool CheckedSub(int64_t a, int64_t b, int64_t* out) {
 // zeros (except "0" itself), no overflow. Return false on anything else.
 bool ParseUint64(std::string_view text, uint64_t* out);
 bool ParseInt64(std::string_view text, int64_t* out);
+// A zero-padded unsigned number as used in file names ("00000000000000000042"):
+// 1..20 digits, leading zeros allowed, no overflow.
+bool ParseZeroPaddedUint64(std::string_view text, uint64_t* out);
 // An amount on the wire: a strictly positive int64 ("0" and negatives are refused).
 bool ParseAmount(std::string_view text, Amount* out);
 inline bool ParseAccountId(std::string_view text, AccountId* out) { return ParseUint64(text, out); }

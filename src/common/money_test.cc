@@ -131,6 +131,21 @@ TEST(ParseDecimalTest, ParseAmountRefusesZeroAndNegatives) {
   }
 }
 
+TEST(ParseDecimalTest, ParseZeroPaddedUint64AcceptsLeadingZerosOnly) {
+  uint64_t value = 0;
+  EXPECT_TRUE(ParseZeroPaddedUint64("00000000000000000042", &value));
+  EXPECT_EQ(value, 42u);
+  EXPECT_TRUE(ParseZeroPaddedUint64("00000000000000000000", &value));
+  EXPECT_EQ(value, 0u);
+  EXPECT_TRUE(ParseZeroPaddedUint64("18446744073709551615", &value));
+  EXPECT_EQ(value, UINT64_MAX);
+  EXPECT_FALSE(ParseZeroPaddedUint64("18446744073709551616", &value));
+  EXPECT_FALSE(ParseZeroPaddedUint64("000000000000000000001", &value));  // 21 digits
+  EXPECT_FALSE(ParseZeroPaddedUint64("", &value));
+  EXPECT_FALSE(ParseZeroPaddedUint64("00x1", &value));
+  EXPECT_FALSE(ParseZeroPaddedUint64("-001", &value));
+}
+
 TEST(ParseDecimalTest, ParseAccountIdIsParseUint64) {
   AccountId id = 0;
   EXPECT_TRUE(ParseAccountId("18446744073709551615", &id));

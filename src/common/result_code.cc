@@ -36,6 +36,7 @@ constexpr CodeInfo kCodes[] = {
     {"PROTOCOL", ResultClass::kProtocol},
     {"LIMIT", ResultClass::kProtocol},
     {"BUSY", ResultClass::kRetry},
+    {"LOG_UNAVAILABLE", ResultClass::kRetry},
 };
 static_assert(sizeof(kCodes) / sizeof(kCodes[0]) == static_cast<size_t>(ResultCode::kCount_),
               "kCodes must list every ResultCode in order");

@@ -50,6 +50,8 @@ enum class ResultCode : uint8_t {
   kProtocolError,        // the RESP stream itself is broken (connection closes)
   kLimitExceeded,        // argument count/size or query buffer above a hard limit
   kBusy,                 // a bounded table or queue is full; retry later
+  kLogUnavailable,       // the event log cannot be written (disk full, I/O error): mutations
+                         // refused until it can; retry later with the same txid
   kCount_,               // not a code
 };
 

@@ -1,6 +1,7 @@
 #include "shard/commands.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <string>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "common/strings.h"
 #include "shard/engine.h"
 #include "shard/server.h"
+#include "shard/storage.h"
 
 namespace wallet::shard {
 
@@ -189,6 +191,52 @@ void CmdInfo(CommandContext& context, const Args& args) {
   context.reply.Bulk(text);
 }
 
+// SNAPSHOT: starts a background snapshot (like Redis's BGSAVE).
+void CmdSnapshot(CommandContext& context, const Args&) {
+  ShardStorage* storage = context.server.storage();
+  if (storage == nullptr) {
+    ReplyError(context, ResultCode::kMalformed, "this shard runs in memory only (no --data_dir)");
+    return;
+  }
+  absl::Status status = storage->StartSnapshot(context.now_ms);
+  if (status.ok()) {
+    context.reply.SimpleString(StrCat("Snapshot of seq ", storage->snapshot_status().in_progress_seq, " started"));
+  } else if (absl::IsAlreadyExists(status)) {
+    ReplyError(context, ResultCode::kBusy, FromAbsl(status.message()));
+  } else {
+    ReplyError(context, ResultCode::kLogUnavailable, FromAbsl(status.message()));
+  }
+}
+
+// DEBUG LOGFAULT <ENOSPC|EIO|OFF>: makes every event log write and sync fail with
+// that error, as a full or failing disk would (tests only; needs
+// --enable_debug_commands).
+void CmdDebug(CommandContext& context, const Args& args) {
+  if (!context.server.options().enable_debug_commands) {
+    ReplyError(context, ResultCode::kUnknownCommand, "DEBUG is disabled (start with --enable_debug_commands)");
+    return;
+  }
+  if (!EqualsIgnoreCase(args[1], "LOGFAULT") || args.size() != 3) {
+    ReplyError(context, ResultCode::kMalformed, "usage: DEBUG LOGFAULT ENOSPC|EIO|OFF");
+    return;
+  }
+  ShardStorage* storage = context.server.storage();
+  if (storage == nullptr) {
+    ReplyError(context, ResultCode::kMalformed, "this shard runs in memory only (no --data_dir)");
+    return;
+  }
+  int error_number = -1;
+  if (EqualsIgnoreCase(args[2], "ENOSPC")) error_number = ENOSPC;
+  if (EqualsIgnoreCase(args[2], "EIO")) error_number = EIO;
+  if (EqualsIgnoreCase(args[2], "OFF")) error_number = 0;
+  if (error_number < 0) {
+    ReplyError(context, ResultCode::kMalformed, "usage: DEBUG LOGFAULT ENOSPC|EIO|OFF");
+    return;
+  }
+  storage->log().set_injected_error(error_number);
+  context.reply.Ok();
+}
+
 void CmdConfig(CommandContext& context, const Args& args) {
   if (!EqualsIgnoreCase(args[1], "GET")) {
     ReplyError(context, ResultCode::kUnknownCommand,
@@ -205,7 +253,11 @@ void CmdConfig(CommandContext& context, const Args& args) {
       {"bind", options.bind_address},
       {"port", StrCat(context.server.port())},
       {"save", ""},
-      {"appendonly", "no"},
+      {"appendonly", context.server.storage() != nullptr ? "yes" : "no"},
+      {"appendfsync", context.server.storage() != nullptr
+                          ? std::string(FsyncPolicyName(context.server.storage()->log().policy()))
+                          : std::string("no")},
+      {"dir", context.server.storage() != nullptr ? context.server.storage()->options().data_dir : ""},
       {"maxclients", StrCat(options.max_clients)},
       {"client-query-buffer-limit", StrCat(options.max_query_bytes)},
       {"proto-max-bulk-len", StrCat(options.limits.max_arg_bytes)},
@@ -621,6 +673,8 @@ constexpr CommandSpec kCommands[] = {
     {"ROW.GET", 2, kReadOnly, 0, 0, 0, CmdRowGet, "txid"},
     {"ROW.CLAIM", 4, kWrite, 0, 0, 0, CmdRowClaim, "txid owner lease_ms"},
     {"ROW.INDOUBT", -2, kReadOnly, 0, 0, 0, CmdRowInDoubt, "min_age_ms [COUNT n]"},
+    {"SNAPSHOT", 1, kAdmin, 0, 0, 0, CmdSnapshot, ""},
+    {"DEBUG", -2, kAdmin, 0, 0, 0, CmdDebug, "LOGFAULT ENOSPC|EIO|OFF"},
 };
 
 const CommandSpec* FindCommand(std::string_view name) {
@@ -695,6 +749,10 @@ void ExecuteCommand(CommandContext& context, const std::vector<std::string_view>
     ReplyError(context, ResultCode::kWrongArity,
                StrCat("wrong number of arguments for '", spec->name, "'; usage: ", spec->name,
                       spec->usage.empty() ? "" : " ", spec->usage));
+    return;
+  }
+  if ((spec->flags & kWrite) && context.server.log_unavailable()) {
+    ReplyError(context, ResultCode::kLogUnavailable, context.server.log_failure_message());
     return;
   }
   spec->handler(context, args);

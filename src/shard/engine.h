@@ -41,12 +41,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
 #include "common/money.h"
 #include "common/partition.h"
 #include "common/result_code.h"
 #include "common/strings.h"
 #include "common/txid_digest.h"
 #include "shard/events.h"
+#include "shard/state_io.h"
 
 namespace wallet::shard {
 
@@ -175,6 +177,17 @@ struct AuditTotals {
   // Conservation on one shard: available + held == deposited - withdrawn + moved_in - moved_out.
 };
 
+// A 128-bit digest of an engine's whole logical state (Engine::Digest). Equal
+// states have equal digests however they were reached (commands, replayed events or
+// a loaded snapshot) and whatever the hash tables' iteration order.
+struct StateDigest {
+  uint64_t low = 0;
+  uint64_t high = 0;
+  friend bool operator==(const StateDigest&, const StateDigest&) = default;
+  // 32 lower-case hex digits, high half first.
+  std::string ToString() const;
+};
+
 class Engine {
  public:
   Engine(const EngineOptions& options, PartitionSet owned);
@@ -244,7 +257,36 @@ class Engine {
   bool CheckInvariants(std::string* error) const;
   int64_t last_event_time_ms() const { return last_time_ms_; }
 
+  // ---- State snapshots (snapshot.h puts these in files) ----
+  // Streams the complete state: everything later commands, Apply and Collect depend
+  // on, and the counters of stats(). Changes nothing, takes no locks and touches no
+  // global state, so a fork child may call it on its copy-on-write image. The caller
+  // calls out->Flush() afterwards. The stream's grammar is in engine.cc.
+  void SaveState(StateWriter* out) const;
+  // Loads a stream written by SaveState into this freshly constructed engine (no
+  // events applied yet, else FailedPrecondition). Malformed input is DataLoss with
+  // what was wrong and the reader's offset; the engine is then empty again. A stream
+  // saved with another partition count is FailedPrecondition. Owned partitions,
+  // options and the event sink are this engine's own and stay as they are. Reads up
+  // to the stream's end marker; the caller checks that nothing follows if it cares.
+  absl::Status LoadState(StateReader* in);
+  // The digest of the logical state: O(state), one small scratch buffer, no change.
+  // Covers accounts (id, available, currency, flags), reserves (held, pending
+  // credit), local records in queue order with every field, distributed records
+  // (txid, branches in order, the phase row with every field including the lease,
+  // last change and queue times), the collection queue in order (stale entries
+  // too), the open-row set, the audit totals, the last event time and the partition
+  // count. Hash tables are summed per item (XXH3-128), queues hashed in order, so
+  // iteration order and how the state was reached do not matter. Leaves out what is
+  // not state: the counters events_applied, records_collected and records_created,
+  // the options (window, limits), the owned partitions and the event sink.
+  StateDigest Digest() const;
+
  private:
+  friend class EngineStateCodec;  // engine.cc: the state stream and the digest
+  bool IsFresh() const;
+  void ClearState();
+
   struct Account {
     Amount available = 0;
     uint16_t currency = 0;
@@ -320,9 +362,9 @@ class Engine {
     size_t distributed_entries = 0;  // distributed queue entries to pop
     size_t removed = 0;              // records removed in all
   };
-  CollectPlan PlanCollect(int64_t time_ms, size_t max_records) const;
+  CollectPlan PlanCollect(int64_t cutoff_ms, size_t max_records) const;
   bool IsCollectable(const CollectEntry& entry) const;
-  void ApplyCollect(int64_t time_ms, size_t max_records);
+  void ApplyCollect(int64_t cutoff_ms, size_t max_records);
 
   EngineOptions options_;
   PartitionSet owned_;

@@ -21,7 +21,7 @@
 //   kRowCreate      from      to        amount  yes      -         -    yes   -
 //   kRowUpdate      -         -         -       -        -         -    -     -     (row_update)
 //   kRowClaim       -         -         lease   -        -         -    -     owner
-//   kCollect        -         -         max     -        -         -    -     -
+//   kCollect        -         -         max     -        -         -    -     -     (cutoff_ms)
 //
 // `mode` on kTccTry / kSagaStep is kNone unless the home row is created in the same
 // atomic step. Every type but kOpen and kCollect carries a txid.
@@ -114,6 +114,7 @@ struct Event {
   Mode mode = Mode::kNone;
   std::string_view text;  // kRowClaim: the lease owner (borrowed)
   RowUpdate row_update;
+  int64_t cutoff_ms = 0;  // kCollect: records finished at or before it may be removed
 };
 
 // Wire names of the enums above (lower case, as in docs/shard-protocol.md), and

@@ -9,18 +9,18 @@
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
+#include "common/flags_usage.h"
 #include "common/log.h"
 #include "common/partition.h"
 #include "shard/engine.h"
 #include "shard/server.h"
+#include "shard/storage.h"
 
 ABSL_FLAG(std::string, bind, "127.0.0.1",
           "Address to listen on. Loopback by default; set a routable address only behind "
@@ -57,6 +57,42 @@ ABSL_FLAG(uint64_t, max_query_bytes, 64u << 20,
           "Unparsed bytes buffered per connection before it is closed.");
 ABSL_FLAG(uint64_t, max_output_bytes, 64u << 20,
           "Unsent reply bytes per connection before the shard stops reading from it.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Folder of this shard's event log and snapshots (created if missing; locked "
+          "while the shard runs). Required unless --in_memory.");
+ABSL_FLAG(bool, in_memory, false,
+          "Run without a data folder: nothing survives a stop or crash. For tests and "
+          "measurements only; never for money.");
+ABSL_FLAG(std::string, fsync, "always",
+          "When the event log reaches stable storage. 'always' (default): one "
+          "fdatasync per event-loop turn before its replies leave (group commit); no "
+          "acknowledged change is lost even if the machine loses power. 'everysec': "
+          "fdatasync once a second; a machine crash or power loss can lose the last "
+          "second of acknowledged changes. 'no': the OS flushes when it likes; a "
+          "machine crash can lose any acknowledged change not yet flushed (typically "
+          "up to 30 s). A crash of the shard process alone loses nothing under any "
+          "policy.");
+ABSL_FLAG(uint64_t, log_segment_bytes, 64ull << 20,
+          "Size at which the event log starts a new segment file.");
+ABSL_FLAG(std::string, log_damage, "refuse",
+          "What to do when the event log is damaged before its tail (a bad checksum, a "
+          "gap): 'refuse' (default) stops with the file and offset; 'keep_prefix' "
+          "keeps the events before the damage, sets the rest aside (*.damaged) and "
+          "starts. A torn tail (a crash mid-write) is always cut and reported.");
+ABSL_FLAG(uint64_t, snapshot_log_bytes, 1ull << 30,
+          "Start a background snapshot after this many bytes of log (0: never by size).");
+ABSL_FLAG(int64_t, snapshot_interval_s, 3600,
+          "Start a background snapshot after this many seconds with new events "
+          "(0: never by time). SNAPSHOT starts one on demand.");
+ABSL_FLAG(int32_t, snapshots_kept, 2,
+          "Snapshots kept; log segments wholly covered by the oldest one kept are "
+          "deleted (so history and verification reach back to it).");
+ABSL_FLAG(bool, keep_log_segments, false,
+          "Never delete log segments (the full history from the first event stays "
+          "replayable, at the cost of disk space).");
+ABSL_FLAG(bool, enable_debug_commands, false,
+          "Accept DEBUG LOGFAULT (makes log writes fail, to test disk-full handling). "
+          "Tests only.");
 ABSL_FLAG(std::string, ready_file, "",
           "Once listening, write the bound port to this file (atomically), for scripts "
           "and tests that start the shard with --port=0.");
@@ -77,19 +113,13 @@ bool WriteFileAtomically(const std::string& path, const std::string& content) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil's default looks for a file
-  // named after the binary and found none: "No flags matched").
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "shard/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::SetProgramUsageMessage(
+  wallet::SetUpFlagsUsage(
+      "shard/main.cc",
       "in-memory balance shard speaking RESP2 (usable with redis-cli).\n"
       "Usage: wallet-shard [--port=7001] [--partitions=all] [--password_file=F] ...\n"
       "Commands are listed in docs/shard-protocol.md. Stops cleanly on SIGTERM/SIGINT.\n"
-      "Durability: none yet (state is in memory only; the event log is a later issue).");
+      "Durability: every change is in the event log (--data_dir) before its reply\n"
+      "leaves; see --fsync for what each policy risks.");
   absl::ParseCommandLine(argc, argv);
   wallet::SetLogProgramName("wallet-shard");
 
@@ -122,6 +152,7 @@ int main(int argc, char** argv) {
   options.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
   options.max_clients = absl::GetFlag(FLAGS_max_clients);
   options.collect_batch = absl::GetFlag(FLAGS_collect_batch);
+  options.enable_debug_commands = absl::GetFlag(FLAGS_enable_debug_commands);
   if (options.limits.max_args < 1 || options.limits.max_arg_bytes < 64 ||
       options.collect_batch < 1) {
     wallet::LogError("--max_args must be >= 1, --max_arg_bytes >= 64, --collect_batch >= 1");
@@ -149,8 +180,52 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  wallet::shard::Engine engine(engine_options, owned);
-  wallet::shard::ShardServer server(options, &engine);
+  // Durable state: recovery from the data folder, or an explicit in-memory shard.
+  std::unique_ptr<wallet::shard::ShardStorage> storage;
+  std::unique_ptr<wallet::shard::Engine> memory_engine;
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty() == !absl::GetFlag(FLAGS_in_memory)) {
+    wallet::LogError("give exactly one of --data_dir=FOLDER (durable) and --in_memory");
+    return 2;
+  }
+  if (!data_dir.empty()) {
+    wallet::shard::StorageOptions storage_options;
+    storage_options.data_dir = data_dir;
+    if (!wallet::shard::ParseFsyncPolicy(absl::GetFlag(FLAGS_fsync), &storage_options.fsync)) {
+      wallet::LogError("--fsync must be always, everysec or no");
+      return 2;
+    }
+    const std::string damage = absl::GetFlag(FLAGS_log_damage);
+    if (damage != "refuse" && damage != "keep_prefix") {
+      wallet::LogError("--log_damage must be refuse or keep_prefix");
+      return 2;
+    }
+    storage_options.damage = damage == "refuse" ? wallet::shard::DamagePolicy::kRefuse
+                                                : wallet::shard::DamagePolicy::kKeepPrefix;
+    storage_options.segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
+    storage_options.snapshot_log_bytes = absl::GetFlag(FLAGS_snapshot_log_bytes);
+    storage_options.snapshot_interval_ms = absl::GetFlag(FLAGS_snapshot_interval_s) * 1000;
+    storage_options.snapshots_kept = absl::GetFlag(FLAGS_snapshots_kept);
+    storage_options.keep_log_segments = absl::GetFlag(FLAGS_keep_log_segments);
+    if (storage_options.snapshot_interval_ms < 0 || storage_options.snapshots_kept < 1) {
+      wallet::LogError("--snapshot_interval_s must be >= 0 and --snapshots_kept >= 1");
+      return 2;
+    }
+    wallet::shard::RecoveryReport report;
+    auto opened = wallet::shard::ShardStorage::Open(storage_options, engine_options, owned, &report);
+    if (!opened.ok()) {
+      wallet::LogError("cannot recover from %s: %s", data_dir.c_str(),
+                       std::string(opened.status().message()).c_str());
+      return 1;
+    }
+    storage = std::move(*opened);
+    wallet::LogInfo("recovered from %s: %s", data_dir.c_str(), report.Describe().c_str());
+  } else {
+    memory_engine = std::make_unique<wallet::shard::Engine>(engine_options, owned);
+    wallet::LogWarning("--in_memory: nothing this shard holds survives a stop or crash");
+  }
+  wallet::shard::Engine& engine = storage ? storage->engine() : *memory_engine;
+  wallet::shard::ShardServer server(options, &engine, storage.get());
   if (absl::Status status = server.Listen(); !status.ok()) {
     wallet::LogError("cannot listen: %s", std::string(status.message()).c_str());
     return 1;
@@ -169,9 +244,15 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (absl::Status status = server.Run(); !status.ok()) {
-    wallet::LogError("event loop failed: %s", std::string(status.message()).c_str());
-    return 1;
+  absl::Status run_status = server.Run();
+  if (!run_status.ok()) {
+    wallet::LogError("event loop failed: %s", std::string(run_status.message()).c_str());
   }
-  return 0;
+  if (storage) {
+    if (absl::Status status = storage->Close(); !status.ok()) {
+      wallet::LogError("event log not fully saved at stop: %s", std::string(status.message()).c_str());
+      return 1;
+    }
+  }
+  return run_status.ok() ? 0 : 1;
 }

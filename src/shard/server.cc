@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -22,6 +23,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "shard/commands.h"
+#include "shard/storage.h"
 
 namespace wallet::shard {
 
@@ -33,6 +35,7 @@ constexpr int kMaxEventsPerWait = 256;
 constexpr int64_t kTimerIntervalMs = 10;
 
 constexpr int64_t kCollectSliceUs = 1000;  // collection time per 10 ms tick, at most
+constexpr int64_t kLogRetryIntervalMs = 100;  // retries of a failed event log
 
 int64_t MonotonicMicros() {
   struct timespec now;
@@ -84,14 +87,15 @@ struct ShardServer::Connection {
   bool dirty = false;         // in dirty_: has replies to flush at the end of this turn
   bool closing = false;       // close once the output is written
   bool closed = false;        // in to_close_
+  bool held = false;          // in held_: replies wait for the event log to recover
   uint32_t interest = 0;      // current epoll events
   std::vector<std::string_view> args;
 
   size_t pending_output() const { return output.size() - output_sent; }
 };
 
-ShardServer::ShardServer(const ServerOptions& options, Engine* engine)
-    : options_(options), engine_(engine), read_buffer_(kReadChunkBytes) {}
+ShardServer::ShardServer(const ServerOptions& options, Engine* engine, ShardStorage* storage)
+    : options_(options), engine_(engine), storage_(storage), read_buffer_(kReadChunkBytes) {}
 
 ShardServer::~ShardServer() {
   for (auto& [fd, connection] : connections_) close(fd);
@@ -213,11 +217,16 @@ absl::Status ShardServer::Run() {
         auto it = connections_.find(fd);
         if (it == connections_.end() || it->second->closed) continue;
         Connection* connection = it->second.get();
+        if (connection->held) {
+          // Not read while its replies wait for the log; only a hang-up is handled.
+          if (events[i].events & (EPOLLERR | EPOLLHUP)) Close(connection);
+          continue;
+        }
         if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) HandleReadable(connection);
         if (!connection->closed && (events[i].events & EPOLLOUT)) HandleWritable(connection);
       }
     }
-    // (Durability issue: the event log's group commit goes here, before replies leave.)
+    CommitTurn();
     FlushDirty();
     if (now_ms_ >= next_collect_ms_) OnTimer(now_ms_);
   }
@@ -352,10 +361,50 @@ void ShardServer::MarkDirty(Connection* connection) {
   }
 }
 
+// Writes the turn's events to the log before any reply leaves. If that fails,
+// every connection with replies this turn is held: its replies may report changes
+// that are not durable, so they wait (and the connection is not read, keeping its
+// replies in order) until the timer's Retry() succeeds.
+void ShardServer::CommitTurn() {
+  if (storage_ == nullptr || storage_->log().failed()) return;
+  if (storage_->log().Commit(now_ms_).ok()) return;
+  next_log_retry_ms_ = now_ms_ + kLogRetryIntervalMs;
+  for (Connection* connection : dirty_) {
+    connection->dirty = false;
+    if (connection->closed) continue;
+    connection->held = true;
+    held_.push_back(connection);
+    UpdateInterest(connection);
+  }
+  dirty_.clear();
+  LogError("event log write failed; holding the replies of %zu connection(s) and refusing mutations "
+           "until it can be written",
+           held_.size());
+}
+
+// After the log recovered: sends the held replies and reads those connections again.
+void ShardServer::ReleaseHeld() {
+  std::vector<Connection*> held;
+  held.swap(held_);
+  for (Connection* connection : held) {
+    connection->held = false;
+    if (!connection->closed) MarkDirty(connection);
+  }
+  FlushDirty();
+}
+
+bool ShardServer::log_unavailable() const { return storage_ != nullptr && storage_->log().failed(); }
+
+std::string ShardServer::log_failure_message() const {
+  if (!log_unavailable()) return "";
+  return StrCat("the event log cannot be written (", FromAbsl(storage_->log().failure().message()),
+                "); mutations are refused until it can; retry later with the same txid");
+}
+
 void ShardServer::FlushDirty() {
   for (Connection* connection : dirty_) {
     connection->dirty = false;
-    if (!connection->closed) HandleWritable(connection);
+    if (!connection->closed && !connection->held) HandleWritable(connection);
   }
   dirty_.clear();
   closed_.clear();  // destroys connections closed during this turn
@@ -391,10 +440,11 @@ void ShardServer::HandleWritable(Connection* connection) {
 void ShardServer::UpdateInterest(Connection* connection) {
   if (connection->closed) return;
   uint32_t wanted = 0;
-  if (!connection->closing && connection->pending_output() <= options_.max_output_bytes) {
+  if (!connection->closing && !connection->held &&
+      connection->pending_output() <= options_.max_output_bytes) {
     wanted |= EPOLLIN;
   }
-  if (connection->pending_output() > 0) wanted |= EPOLLOUT;
+  if (connection->pending_output() > 0 && !connection->held) wanted |= EPOLLOUT;
   if (wanted == connection->interest) return;
   struct epoll_event event;
   std::memset(&event, 0, sizeof(event));
@@ -407,6 +457,10 @@ void ShardServer::UpdateInterest(Connection* connection) {
 void ShardServer::Close(Connection* connection) {
   if (connection->closed) return;
   connection->closed = true;
+  if (connection->held) {
+    connection->held = false;
+    held_.erase(std::find(held_.begin(), held_.end(), connection));
+  }
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection->fd, nullptr);
   // Out of the map before the fd is closed: a client accepted later in this turn may
   // get the same fd number. The object itself lives on in closed_ until the end of
@@ -421,6 +475,16 @@ void ShardServer::Close(Connection* connection) {
 
 void ShardServer::OnTimer(int64_t now_ms) {
   next_collect_ms_ = now_ms + kTimerIntervalMs;
+  if (storage_ != nullptr) {
+    if (storage_->log().failed()) {
+      if (now_ms < next_log_retry_ms_) return;
+      next_log_retry_ms_ = now_ms + kLogRetryIntervalMs;
+      if (!storage_->log().Retry().ok()) return;
+      ReleaseHeld();
+    }
+    storage_->Poll(now_ms);
+    if (storage_->log().failed()) return;  // no new events (collection) while failed
+  }
   // Collection keeps pace with traffic: each tick may remove the fixed batch plus as
   // many records as were created since the last tick, so under any sustained rate the
   // table stays at about rate x window instead of growing until BUSY. The pause per
@@ -511,6 +575,39 @@ void ShardServer::AppendInfo(std::string_view section, std::string* out) const {
               "rss_bytes_per_account:",
               engine_stats.accounts == 0 ? 0 : rss / static_cast<int64_t>(engine_stats.accounts),
               "\r\n", "\r\n");
+  }
+  if (wants("persistence")) {
+    StrAppend(out, "# Persistence\r\n");
+    if (storage_ == nullptr) {
+      StrAppend(out, "durable:0\r\n\r\n");
+    } else {
+      const LogWriter& log = storage_->log();
+      const LogWriterStats& log_stats = log.stats();
+      const SnapshotStatus& snapshot = storage_->snapshot_status();
+      const RecoveryReport& recovery = storage_->recovery();
+      StrAppend(out, "durable:1\r\n", "data_dir:", storage_->options().data_dir, "\r\n",
+                "fsync_policy:", FsyncPolicyName(log.policy()), "\r\n",
+                "log_ok:", log.failed() ? 0 : 1, "\r\n",
+                "log_error:", log.failed() ? FromAbsl(log.failure().message()) : "", "\r\n",
+                "log_last_seq:", log.last_seq(), "\r\n", "log_durable_seq:", log.durable_seq(), "\r\n",
+                "log_segment:", log.segment_path(), "\r\n", "log_records:", log_stats.records, "\r\n",
+                "log_bytes_written:", log_stats.bytes_written, "\r\n", "log_commits:", log_stats.commits, "\r\n",
+                "log_fsyncs:", log_stats.fsyncs, "\r\n", "log_failures:", log_stats.failures, "\r\n",
+                "log_segments_created:", log_stats.segments_created, "\r\n",
+                "log_segments_removed:", log_stats.segments_removed, "\r\n",
+                "held_connections:", held_.size(), "\r\n",
+                "snapshot_in_progress:", snapshot.in_progress ? 1 : 0, "\r\n",
+                "snapshot_last_seq:", snapshot.last_seq, "\r\n",
+                "snapshot_last_duration_ms:", snapshot.last_duration_ms, "\r\n",
+                "snapshot_last_error:", snapshot.last_error, "\r\n", "snapshots_taken:", snapshot.taken, "\r\n",
+                "snapshots_failed:", snapshot.failed, "\r\n",
+                "recovery_snapshot_seq:", recovery.snapshot_seq, "\r\n",
+                "recovery_snapshot_load_ms:", recovery.snapshot_load_ms, "\r\n",
+                "recovery_events_replayed:", recovery.events_replayed, "\r\n",
+                "recovery_replay_ms:", recovery.replay_ms, "\r\n",
+                "recovery_torn_tail_bytes:", recovery.log.torn_tail ? recovery.log.tail_bytes : 0, "\r\n",
+                "\r\n");
+    }
   }
   if (wants("keyspace")) {
     StrAppend(out, "# Keyspace\r\n", "accounts:", engine_stats.accounts, "\r\n",

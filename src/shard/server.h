@@ -3,9 +3,17 @@
 //
 // Each loop turn: wait for readiness; read every readable connection and run each
 // complete command in its query buffer (replies appended to that connection's
-// output buffer); then write the replies of every connection that got some. The
-// durability issue puts the event log's single write + fdatasync between those two
-// steps (group commit), which is why replies are flushed only at the end of a turn.
+// output buffer); commit the turn's events to the event log (one write and, under
+// the default fsync policy, one fdatasync: group commit); then write the replies of
+// every connection that got some. No reply leaves before the events it reports on
+// are in the log.
+//
+// When the log cannot be written (disk full, I/O error) the replies of the failed
+// turn are held (those connections are neither written nor read), every further
+// mutation is refused with LOG_UNAVAILABLE, reads are still served (they may show
+// the held turn's changes, which are applied in memory but not yet durable), and the
+// timer retries the write every 100 ms; once it succeeds the held replies leave and
+// mutations are accepted again.
 //
 // Limits: a connection's unparsed query bytes (max_query_bytes), argument count and
 // length (RESP limits), clients (max_clients), and output waiting to be sent
@@ -45,6 +53,8 @@ struct ServerOptions {
   // Records collected per timer tick (every 10 ms) on top of the ones created since
   // the previous tick, so that collection always keeps pace with the insert rate.
   size_t collect_batch = 256;
+  // Accept DEBUG commands (fault injection for tests). Never in production.
+  bool enable_debug_commands = false;
   std::string version = "0.1.0";
 };
 
@@ -60,9 +70,13 @@ struct ServerStats {
   double ops_per_second = 0;  // over the last full second
 };
 
+class ShardStorage;
+
 class ShardServer {
  public:
-  ShardServer(const ServerOptions& options, Engine* engine);
+  // `storage` (may be null: an in-memory shard) holds the event log the server
+  // commits each turn; both engine and storage must outlive the server.
+  ShardServer(const ServerOptions& options, Engine* engine, ShardStorage* storage = nullptr);
   ~ShardServer();
   ShardServer(const ShardServer&) = delete;
   ShardServer& operator=(const ShardServer&) = delete;
@@ -90,6 +104,10 @@ class ShardServer {
   void RecordError(ResultCode code);
   bool PasswordMatches(std::string_view candidate) const;
   void AppendInfo(std::string_view section, std::string* out) const;
+  ShardStorage* storage() { return storage_; }
+  // True while the event log cannot be written: mutations are refused.
+  bool log_unavailable() const;
+  std::string log_failure_message() const;
 
  private:
   struct Connection;
@@ -104,9 +122,13 @@ class ShardServer {
   void UpdateInterest(Connection* connection);
   void Close(Connection* connection);
   void OnTimer(int64_t now_ms);
+  // Group commit of the turn's events; on failure holds the turn's replies.
+  void CommitTurn();
+  void ReleaseHeld();
 
   ServerOptions options_;
   Engine* engine_;
+  ShardStorage* storage_;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;    // eventfd written by RequestStop
@@ -123,6 +145,8 @@ class ShardServer {
   absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
   std::vector<char> read_buffer_;  // one read(2) at a time, shared by all connections
   std::vector<Connection*> dirty_;
+  std::vector<Connection*> held_;  // replies waiting for the failed log to recover
+  int64_t next_log_retry_ms_ = 0;
   std::vector<std::unique_ptr<Connection>> closed_;  // closed this turn, freed at its end
   ServerStats stats_;
 };

@@ -60,6 +60,11 @@ std::string WalletShardBinary() {
 #endif
 }
 
+#ifndef WALLET_HISTORY_BINARY
+#define WALLET_HISTORY_BINARY ""
+#endif
+std::string WalletHistoryBinary() { return WALLET_HISTORY_BINARY; }
+
 std::string FindInPath(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::string directories = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";

@@ -52,6 +52,10 @@ inline constexpr std::chrono::milliseconds kDefaultStopGrace{10'000};
 // tests/CMakeLists.txt), e.g. "/work/main/build/src/shard/wallet-shard".
 std::string WalletShardBinary();
 
+// The wallet-history binary built by this CMake tree (compile definition
+// WALLET_HISTORY_BINARY), e.g. "/work/main/build/src/shard/wallet-history".
+std::string WalletHistoryBinary();
+
 // The first executable named `name` in $PATH, or "" when there is none.
 std::string FindInPath(const std::string& name);
 

@@ -202,7 +202,7 @@ TEST(ServerProcessTest, StartsWalletShardOnAFreePort) {
   ASSERT_TRUE(dir.ok());
   ASSERT_FALSE(WalletShardBinary().empty());
   absl::StatusOr<std::unique_ptr<ServerProcess>> shard =
-      ServerProcess::Start(*dir, "shard", WalletShardBinary(), {"--partitions=all"});
+      ServerProcess::Start(*dir, "shard", WalletShardBinary(), {"--partitions=all", "--in_memory"});
   ASSERT_TRUE(shard.ok()) << shard.status();
   EXPECT_GT((*shard)->port(), 0);
   EXPECT_NE((*shard)->ReadLog().find(absl::StrCat("listening on 127.0.0.1:", (*shard)->port())),
@@ -234,7 +234,7 @@ TEST(ServerProcessTest, ReportsABinaryThatFailsToStart) {
   absl::StatusOr<TempDir> dir = TempDir::Create("harness");
   ASSERT_TRUE(dir.ok());
   absl::StatusOr<std::unique_ptr<ServerProcess>> shard =
-      ServerProcess::Start(*dir, "shard", WalletShardBinary(), {"--partitions=nonsense"});
+      ServerProcess::Start(*dir, "shard", WalletShardBinary(), {"--partitions=nonsense", "--in_memory"});
   ASSERT_FALSE(shard.ok());
   std::string message(shard.status().message());
   EXPECT_NE(message.find("exit status 2"), std::string::npos) << message;
