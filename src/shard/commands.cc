@@ -191,16 +191,17 @@ void CmdInfo(CommandContext& context, const Args& args) {
   context.reply.Bulk(text);
 }
 
-// SNAPSHOT: starts a background snapshot (like Redis's BGSAVE).
+// SNAPSHOT: starts a background snapshot (like Redis's BGSAVE) at the end of this
+// turn, covering every event committed by then.
 void CmdSnapshot(CommandContext& context, const Args&) {
   ShardStorage* storage = context.server.storage();
   if (storage == nullptr) {
     ReplyError(context, ResultCode::kMalformed, "this shard runs in memory only (no --data_dir)");
     return;
   }
-  absl::Status status = storage->StartSnapshot(context.now_ms);
+  absl::Status status = storage->RequestSnapshot();
   if (status.ok()) {
-    context.reply.SimpleString(StrCat("Snapshot of seq ", storage->snapshot_status().in_progress_seq, " started"));
+    context.reply.SimpleString("Background snapshot started");
   } else if (absl::IsAlreadyExists(status)) {
     ReplyError(context, ResultCode::kBusy, FromAbsl(status.message()));
   } else {

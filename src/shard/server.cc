@@ -228,6 +228,7 @@ absl::Status ShardServer::Run() {
     }
     CommitTurn();
     FlushDirty();
+    if (storage_ != nullptr && !storage_->log().failed()) storage_->StartRequestedSnapshot(now_ms_);
     if (now_ms_ >= next_collect_ms_) OnTimer(now_ms_);
   }
   // Best-effort flush of replies already produced, then close everything.

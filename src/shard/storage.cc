@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -197,6 +198,25 @@ absl::StatusOr<std::unique_ptr<ShardStorage>> ShardStorage::Open(const StorageOp
   return storage;
 }
 
+absl::Status ShardStorage::RequestSnapshot() {
+  if (snapshot_pid_ > 0 || snapshot_requested_) {
+    return absl::AlreadyExistsError(StrCat("a snapshot of seq ", snapshot_.in_progress_seq, " is in progress"));
+  }
+  if (log_->failed()) return absl::UnavailableError("the event log is failed; no snapshot until it recovers");
+  snapshot_requested_ = true;
+  return absl::OkStatus();
+}
+
+void ShardStorage::StartRequestedSnapshot(int64_t now_ms) {
+  if (!snapshot_requested_) return;
+  snapshot_requested_ = false;
+  if (absl::Status status = StartSnapshot(now_ms); !status.ok()) {
+    ++snapshot_.failed;
+    snapshot_.last_error = FromAbsl(status.message());
+    LogWarning("cannot start the requested snapshot: %s", snapshot_.last_error.c_str());
+  }
+}
+
 absl::Status ShardStorage::StartSnapshot(int64_t now_ms) {
   if (snapshot_pid_ > 0) {
     return absl::AlreadyExistsError(StrCat("a snapshot of seq ", snapshot_.in_progress_seq, " is in progress"));
@@ -210,8 +230,14 @@ absl::Status ShardStorage::StartSnapshot(int64_t now_ms) {
   pid_t pid = fork();
   if (pid < 0) return absl::UnavailableError(ErrnoMessage("fork for snapshot of", options_.data_dir));
   if (pid == 0) {
-    // Child: the engine image is frozen at `seq`. Stop signals are blocked in the
-    // parent (it reads them from a signalfd); restore them so SIGTERM ends us.
+    // Child: the engine image is frozen at `seq`. Drop every inherited descriptor
+    // (sockets, the folder lock) so that a shard restarted after its parent died
+    // can bind its port and lock its folder, and die with the parent. Stop signals
+    // are blocked in the parent (it reads them from a signalfd); restore them so
+    // SIGTERM ends us.
+    close_range(3, ~0U, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(1);  // the parent died before prctl took effect
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_UNBLOCK, &all, nullptr);

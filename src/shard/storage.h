@@ -101,9 +101,14 @@ class ShardStorage {
   const SnapshotStatus& snapshot_status() const { return snapshot_; }
 
   // Starts a background snapshot of the state after every committed event. Fails
-  // if one is running (AlreadyExists) or the log is failed (Unavailable). Call at a
-  // turn boundary (nothing appended but not committed).
+  // if one is running (AlreadyExists) or the log is failed (Unavailable). Call only
+  // at a turn boundary, after the turn's commit: it syncs the log itself.
   absl::Status StartSnapshot(int64_t now_ms);
+  // The SNAPSHOT command, mid-turn: checks that a snapshot can start and asks for
+  // one at the end of the turn (after the turn's events are committed), which
+  // StartRequestedSnapshot() then starts. Same errors as StartSnapshot.
+  absl::Status RequestSnapshot();
+  void StartRequestedSnapshot(int64_t now_ms);
   // Timer work: reaps a finished snapshot (then removes old snapshots and covered
   // segments), starts one when due, and syncs under the everysec policy.
   void Poll(int64_t now_ms);
@@ -122,6 +127,7 @@ class ShardStorage {
   RecoveryReport recovery_;
   SnapshotStatus snapshot_;
   pid_t snapshot_pid_ = -1;
+  bool snapshot_requested_ = false;
   uint64_t log_bytes_at_last_snapshot_ = 0;
   uint64_t records_at_last_snapshot_ = 0;
   int64_t last_snapshot_start_ms_ = 0;
