@@ -17,6 +17,9 @@ PACKAGES=(
   libxxhash-dev libisal-dev
   # servers and tools the tests, benchmarks and main job drive
   redis-server redis-tools zookeeper
+  # the JVM that runs ZooKeeper (zookeeper depends on default-jre; named here
+  # because the test harness and deploy scripts start java directly)
+  default-jre-headless
   # helpers used by scripts
   procps python3
 )
