@@ -88,6 +88,7 @@ struct ShardServer::Connection {
   bool closing = false;       // close once the output is written
   bool closed = false;        // in to_close_
   bool held = false;          // in held_: replies wait for the event log to recover
+  bool appended = false;      // its commands appended events this turn (not yet committed)
   uint32_t interest = 0;      // current epoll events
   std::vector<std::string_view> args;
 
@@ -219,7 +220,7 @@ absl::Status ShardServer::Run() {
         Connection* connection = it->second.get();
         if (connection->held) {
           // Not read while its replies wait for the log; only a hang-up is handled.
-          if (events[i].events & (EPOLLERR | EPOLLHUP)) Close(connection);
+          if (events[i].events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) Close(connection);
           continue;
         }
         if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) HandleReadable(connection);
@@ -326,6 +327,7 @@ size_t ShardServer::ProcessBuffer(Connection* connection, std::string_view data)
   resp::ReplyWriter writer(&connection->output);
   size_t before = connection->output.size();
   size_t consumed = 0;
+  const uint64_t seq_before = storage_ != nullptr ? storage_->log().last_seq() : 0;
   while (!connection->closing) {
     auto status = connection->parser.Next(data, &consumed, &connection->args);
     if (status == resp::RequestParser::Status::kNeedMore) break;
@@ -345,6 +347,7 @@ size_t ShardServer::ProcessBuffer(Connection* connection, std::string_view data)
     ExecuteCommand(context, connection->args);
     if (connection->session.close_after_reply) connection->closing = true;
   }
+  if (storage_ != nullptr && storage_->log().last_seq() != seq_before) connection->appended = true;
   if (!connection->closing && data.size() - consumed > options_.max_query_bytes) {
     RecordError(ResultCode::kLimitExceeded);
     writer.Error(ResultCodeName(ResultCode::kLimitExceeded),
@@ -367,17 +370,29 @@ void ShardServer::MarkDirty(Connection* connection) {
 // that are not durable, so they wait (and the connection is not read, keeping its
 // replies in order) until the timer's Retry() succeeds.
 void ShardServer::CommitTurn() {
-  if (storage_ == nullptr || storage_->log().failed()) return;
-  if (storage_->log().Commit(now_ms_).ok()) return;
-  next_log_retry_ms_ = now_ms_ + kLogRetryIntervalMs;
+  if (storage_ == nullptr || storage_->log().failed()) {
+    for (Connection* connection : dirty_) connection->appended = false;
+    return;
+  }
+  const bool committed = storage_->log().Commit(now_ms_).ok();
+  if (!committed) next_log_retry_ms_ = now_ms_ + kLogRetryIntervalMs;
+  // Only connections whose commands appended events wait; the others (reads,
+  // errors) are answered as usual.
+  size_t kept = 0;
   for (Connection* connection : dirty_) {
+    const bool appended = connection->appended;
+    connection->appended = false;
+    if (committed || !appended || connection->closed) {
+      dirty_[kept++] = connection;
+      continue;
+    }
     connection->dirty = false;
-    if (connection->closed) continue;
     connection->held = true;
     held_.push_back(connection);
     UpdateInterest(connection);
   }
-  dirty_.clear();
+  dirty_.resize(kept);
+  if (committed) return;
   LogError("event log write failed; holding the replies of %zu connection(s) and refusing mutations "
            "until it can be written",
            held_.size());
@@ -446,6 +461,7 @@ void ShardServer::UpdateInterest(Connection* connection) {
     wanted |= EPOLLIN;
   }
   if (connection->pending_output() > 0 && !connection->held) wanted |= EPOLLOUT;
+  if (connection->held) wanted = EPOLLRDHUP;  // only to notice the client hanging up
   if (wanted == connection->interest) return;
   struct epoll_event event;
   std::memset(&event, 0, sizeof(event));

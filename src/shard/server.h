@@ -8,8 +8,9 @@
 // every connection that got some. No reply leaves before the events it reports on
 // are in the log.
 //
-// When the log cannot be written (disk full, I/O error) the replies of the failed
-// turn are held (those connections are neither written nor read), every further
+// When the log cannot be written (disk full, I/O error) the replies of the
+// connections whose commands appended events in the failed turn are held (those
+// connections are neither written nor read, only watched for a hang-up), every further
 // mutation is refused with LOG_UNAVAILABLE, reads are still served (they may show
 // the held turn's changes, which are applied in memory but not yet durable), and the
 // timer retries the write every 100 ms; once it succeeds the held replies leave and

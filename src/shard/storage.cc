@@ -227,6 +227,7 @@ absl::Status ShardStorage::StartSnapshot(int64_t now_ms) {
   if (absl::Status status = log_->Commit(now_ms); !status.ok()) return status;
   if (absl::Status status = log_->Sync(); !status.ok()) return status;
   const uint64_t seq = log_->last_seq();
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return absl::UnavailableError(ErrnoMessage("fork for snapshot of", options_.data_dir));
   if (pid == 0) {
@@ -237,7 +238,7 @@ absl::Status ShardStorage::StartSnapshot(int64_t now_ms) {
     // SIGTERM ends us.
     close_range(3, ~0U, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1) _exit(1);  // the parent died before prctl took effect
+    if (getppid() != parent) _exit(1);  // the parent died before prctl took effect
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_UNBLOCK, &all, nullptr);
