@@ -53,10 +53,11 @@ void ReplyResult(CommandContext& context, const Result& result) {
     return;
   }
   if (result.code == ResultCode::kWrongPartition) {
-    // MOVED <partition> <owner> <details>; the owner is "unknown" until the shard
-    // learns the partition map (router issue).
+    // MOVED <partition> <owner> <details>; the owner is the shard id the partition
+    // map names, or "unknown" for a shard outside a cluster (no --zk).
     context.server.RecordError(result.code);
-    context.reply.Error("MOVED", StrCat(result.partition, " unknown ", result.message));
+    context.reply.Error("MOVED", StrCat(result.partition, " ", context.server.PartitionOwner(result.partition), " ",
+                                        result.message));
     return;
   }
   ReplyError(context, result.code, result.message);

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/partition.h"
 #include "shard/engine.h"
+#include "shard/membership.h"
 #include "shard/server.h"
 #include "shard/storage.h"
 
@@ -31,12 +32,22 @@ ABSL_FLAG(std::string, password, "",
           "--password_file: flags are visible in the process list.");
 ABSL_FLAG(std::string, password_file, "",
           "File whose first line is the AUTH password (overrides --password).");
-ABSL_FLAG(uint32_t, partition_count, wallet::kDefaultPartitionCount,
+ABSL_FLAG(uint32_t, partition_count, 0,
           "Partitions in the cluster (fixed for the cluster's life; every shard and "
-          "router must agree).");
+          "router must agree). 0: the cluster's count with --zk, else 1024.");
 ABSL_FLAG(std::string, partitions, "all",
-          "Partitions this shard owns: 'all', or a list such as '0-255,512'. Commands "
-          "for accounts in other partitions get a MOVED error.");
+          "Partitions this shard owns without --zk: 'all', or a list such as "
+          "'0-255,512'. Commands for accounts in other partitions get a MOVED error. "
+          "With --zk the cluster's partition map decides.");
+ABSL_FLAG(std::string, zk, "",
+          "ZooKeeper connect string (host:port[,host:port...]). With it the shard joins "
+          "--cluster as --shard_id: it owns what the partition map gives it, follows "
+          "the map, and announces --advertise_address. ZooKeeper is off the data path.");
+ABSL_FLAG(std::string, cluster, "", "Cluster name under /wallet in ZooKeeper (with --zk).");
+ABSL_FLAG(std::string, shard_id, "", "This shard's id in the partition map, e.g. shard-0 (with --zk).");
+ABSL_FLAG(std::string, advertise_address, "",
+          "host:port routers use to reach this shard (default: --bind and the bound port).");
+ABSL_FLAG(int32_t, zk_session_timeout_ms, 10'000, "ZooKeeper session timeout.");
 ABSL_FLAG(int64_t, idempotency_window_ms, 10 * 60 * 1000,
           "How long finished transactions and fences are remembered so that a retry "
           "with the same transaction id is recognised. Memory grows with "
@@ -159,12 +170,47 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Stop signals are blocked before any thread starts (the ZooKeeper client's
+  // threads inherit the mask), and read by the event loop from a signalfd.
+  if (absl::Status status = wallet::shard::BlockStopSignals(); !status.ok()) {
+    wallet::LogError("cannot block signals: %s", std::string(status.message()).c_str());
+    return 1;
+  }
+
   wallet::shard::EngineOptions engine_options;
-  engine_options.partition_count = absl::GetFlag(FLAGS_partition_count);
-  if (engine_options.partition_count < 1 ||
-      engine_options.partition_count > wallet::kMaxPartitionCount) {
+  const uint32_t partition_count_flag = absl::GetFlag(FLAGS_partition_count);
+  if (partition_count_flag > wallet::kMaxPartitionCount) {
     wallet::LogError("--partition_count must be 1-%u", wallet::kMaxPartitionCount);
     return 2;
+  }
+  // Cluster membership: the partition count and the owned partitions come from
+  // ZooKeeper's map.
+  std::unique_ptr<wallet::shard::ShardMembership> membership;
+  if (const std::string zk = absl::GetFlag(FLAGS_zk); !zk.empty()) {
+    if (absl::GetFlag(FLAGS_partitions) != "all") {
+      wallet::LogError("--partitions cannot be given with --zk: the cluster's partition map decides");
+      return 2;
+    }
+    wallet::shard::MembershipOptions membership_options;
+    membership_options.zk = zk;
+    membership_options.cluster = absl::GetFlag(FLAGS_cluster);
+    membership_options.shard_id = absl::GetFlag(FLAGS_shard_id);
+    membership_options.partition_count = partition_count_flag;
+    membership_options.session_timeout_ms = absl::GetFlag(FLAGS_zk_session_timeout_ms);
+    auto joined = wallet::shard::ShardMembership::Join(membership_options);
+    if (!joined.ok()) {
+      wallet::LogError("cannot join cluster '%s' through ZooKeeper %s: %s", membership_options.cluster.c_str(),
+                       zk.c_str(), std::string(joined.status().message()).c_str());
+      return 1;
+    }
+    membership = std::move(*joined);
+    engine_options.partition_count = membership->partition_count();
+  } else {
+    if (!absl::GetFlag(FLAGS_cluster).empty() || !absl::GetFlag(FLAGS_shard_id).empty()) {
+      wallet::LogError("--cluster and --shard_id need --zk");
+      return 2;
+    }
+    engine_options.partition_count = partition_count_flag == 0 ? wallet::kDefaultPartitionCount : partition_count_flag;
   }
   engine_options.idempotency_window_ms = absl::GetFlag(FLAGS_idempotency_window_ms);
   if (engine_options.idempotency_window_ms < 0) {
@@ -175,7 +221,9 @@ int main(int argc, char** argv) {
   engine_options.max_txn_records = absl::GetFlag(FLAGS_max_txn_records);
   wallet::PartitionSet owned(engine_options.partition_count);
   std::string error;
-  if (!owned.ParseRanges(absl::GetFlag(FLAGS_partitions), &error)) {
+  if (membership) {
+    owned = membership->owned();
+  } else if (!owned.ParseRanges(absl::GetFlag(FLAGS_partitions), &error)) {
     wallet::LogError("--partitions: %s", error.c_str());
     return 2;
   }
@@ -238,6 +286,22 @@ int main(int argc, char** argv) {
     wallet::LogError("cannot handle signals: %s", std::string(status.message()).c_str());
     return 1;
   }
+  if (membership) {
+    membership->Attach(&server);
+    std::string address = absl::GetFlag(FLAGS_advertise_address);
+    if (address.empty()) address = options.bind_address + ":" + std::to_string(server.port());
+    if (absl::Status status = membership->Register(address); !status.ok()) {
+      // Unavailable is retried by the node itself; another live owner is fatal.
+      if (absl::IsAlreadyExists(status)) {
+        wallet::LogError("shard id %s is taken by another live shard: %s", absl::GetFlag(FLAGS_shard_id).c_str(),
+                         std::string(status.message()).c_str());
+        return 1;
+      }
+      wallet::LogWarning("registration in ZooKeeper pending: %s", std::string(status.message()).c_str());
+    }
+    wallet::LogInfo("joined cluster %s as %s at %s (map version %d)", absl::GetFlag(FLAGS_cluster).c_str(),
+                    absl::GetFlag(FLAGS_shard_id).c_str(), address.c_str(), static_cast<int>(membership->map_version()));
+  }
   if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (!WriteFileAtomically(ready, std::to_string(server.port()) + "\n")) {
       wallet::LogError("cannot write --ready_file=%s", ready.c_str());
@@ -248,6 +312,8 @@ int main(int argc, char** argv) {
   if (!run_status.ok()) {
     wallet::LogError("event loop failed: %s", std::string(run_status.message()).c_str());
   }
+  if (membership) membership->Attach(nullptr);  // no more posts to the server
+  membership.reset();                          // leaves the cluster: the node goes at once
   if (storage) {
     if (absl::Status status = storage->Close(); !status.ok()) {
       wallet::LogError("event log not fully saved at stop: %s", std::string(status.message()).c_str());

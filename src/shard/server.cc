@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -96,12 +97,49 @@ struct ShardServer::Connection {
 };
 
 ShardServer::ShardServer(const ServerOptions& options, Engine* engine, ShardStorage* storage)
-    : options_(options), engine_(engine), storage_(storage), read_buffer_(kReadChunkBytes) {}
+    : options_(options), engine_(engine), storage_(storage), read_buffer_(kReadChunkBytes) {
+  post_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  WALLET_CHECK(post_fd_ >= 0, "eventfd for posted tasks");
+}
+
+void ShardServer::Post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(post_mutex_);
+    posted_.push_back(std::move(task));
+  }
+  uint64_t one = 1;
+  ssize_t ignored = write(post_fd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+// Loop thread: runs the tasks posted so far, in order.
+void ShardServer::RunPosted() {
+  uint64_t count = 0;
+  ssize_t ignored = read(post_fd_, &count, sizeof(count));
+  (void)ignored;
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(post_mutex_);
+    tasks.swap(posted_);
+  }
+  for (auto& task : tasks) task();
+}
+
+void ShardServer::SetPartitionOwnership(PartitionSet owned,
+                                        std::shared_ptr<const std::vector<std::string>> owners) {
+  engine_->set_owned_partitions(std::move(owned));
+  partition_owners_ = std::move(owners);
+}
+
+std::string_view ShardServer::PartitionOwner(uint32_t partition) const {
+  if (partition_owners_ == nullptr || partition >= partition_owners_->size()) return "unknown";
+  return (*partition_owners_)[partition];
+}
 
 ShardServer::~ShardServer() {
   for (auto& [fd, connection] : connections_) close(fd);
   connections_.clear();
-  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, signal_fd_}) {
+  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, signal_fd_, post_fd_}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -158,12 +196,21 @@ void ShardServer::RequestStop() {
   }
 }
 
-absl::Status ShardServer::HandleStopSignals() {
+absl::Status BlockStopSignals() {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
-  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return absl::InternalError(ErrnoText("sigprocmask"));
+  if (pthread_sigmask(SIG_BLOCK, &mask, nullptr) != 0) return absl::InternalError(ErrnoText("pthread_sigmask"));
+  return absl::OkStatus();
+}
+
+absl::Status ShardServer::HandleStopSignals() {
+  if (absl::Status status = BlockStopSignals(); !status.ok()) return status;
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
   signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signal_fd_ < 0) return absl::InternalError(ErrnoText("signalfd"));
   return absl::OkStatus();
@@ -182,6 +229,9 @@ absl::Status ShardServer::Run() {
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &event);
   event.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
+  event.data.fd = post_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, post_fd_, &event);
+  RunPosted();  // tasks posted before the loop started
   signal(SIGPIPE, SIG_IGN);
   if (signal_fd_ >= 0) {
     event.data.fd = signal_fd_;
@@ -208,6 +258,8 @@ absl::Status ShardServer::Run() {
         AcceptAll();
       } else if (fd == wake_fd_) {
         stopping_ = true;
+      } else if (fd == post_fd_) {
+        RunPosted();
       } else if (fd == signal_fd_) {
         struct signalfd_siginfo info;
         if (read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {

@@ -30,7 +30,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +75,11 @@ struct ServerStats {
 
 class ShardStorage;
 
+// Blocks SIGTERM and SIGINT in the calling thread (and every thread it starts
+// later). Call first in main, before any thread exists; ShardServer then reads
+// them from a signalfd (HandleStopSignals).
+absl::Status BlockStopSignals();
+
 class ShardServer {
  public:
   // `storage` (may be null: an in-memory shard) holds the event log the server
@@ -106,6 +113,15 @@ class ShardServer {
   bool PasswordMatches(std::string_view candidate) const;
   void AppendInfo(std::string_view section, std::string* out) const;
   ShardStorage* storage() { return storage_; }
+
+  // Runs `task` on the event loop's thread at its next turn (or when Run starts).
+  // The only member any thread may call (besides RequestStop).
+  void Post(std::function<void()> task);
+  // Loop thread (posted by ShardMembership): the partitions this shard owns now,
+  // and each partition's owner for MOVED replies (null: owners unknown).
+  void SetPartitionOwnership(PartitionSet owned, std::shared_ptr<const std::vector<std::string>> owners);
+  // The shard id owning `partition` per the latest map, or "unknown".
+  std::string_view PartitionOwner(uint32_t partition) const;
   // True while the event log cannot be written: mutations are refused.
   bool log_unavailable() const;
   std::string log_failure_message() const;
@@ -126,6 +142,7 @@ class ShardServer {
   // Group commit of the turn's events; on failure holds the turn's replies.
   void CommitTurn();
   void ReleaseHeld();
+  void RunPosted();
 
   ServerOptions options_;
   Engine* engine_;
@@ -133,6 +150,7 @@ class ShardServer {
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;    // eventfd written by RequestStop
+  int post_fd_ = -1;    // eventfd written by Post
   int signal_fd_ = -1;  // SIGTERM/SIGINT when handled
   uint16_t bound_port_ = 0;
   bool stopping_ = false;
@@ -147,6 +165,9 @@ class ShardServer {
   std::vector<char> read_buffer_;  // one read(2) at a time, shared by all connections
   std::vector<Connection*> dirty_;
   std::vector<Connection*> held_;  // replies waiting for the failed log to recover
+  std::mutex post_mutex_;
+  std::vector<std::function<void()>> posted_;  // guarded by post_mutex_
+  std::shared_ptr<const std::vector<std::string>> partition_owners_;
   int64_t next_log_retry_ms_ = 0;
   std::vector<std::unique_ptr<Connection>> closed_;  // closed this turn, freed at its end
   ServerStats stats_;

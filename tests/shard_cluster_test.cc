@@ -1,0 +1,246 @@
+// Shards in a cluster: real ZooKeeper (Debian's package, started by the harness),
+// real wallet-shard processes started with --zk, real sockets.
+//
+// Each test bootstraps cluster "c" with 2 shards and 16 partitions (shard-0 owns
+// 0-7, shard-1 owns 8-15) and checks what the shards learn from the partition map:
+// which accounts they serve, the owner named in MOVED, changes of the map while
+// they run, ZooKeeper going away and coming back, and a session that expires.
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cluster/layout.h"
+#include "cluster/zk_client.h"
+#include "common/partition.h"
+#include "gtest/gtest.h"
+#include "harness/process.h"
+#include "harness/zookeeper.h"
+
+namespace wallet::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint32_t kPartitions = 16;
+
+// The first account id (from 1) whose partition lies in [first, last].
+uint64_t AccountIn(uint32_t first, uint32_t last) {
+  for (uint64_t account = 1;; ++account) {
+    const uint32_t partition = PartitionOf(account, kPartitions);
+    if (partition >= first && partition <= last) return account;
+  }
+}
+
+// One command over a new connection; the reply as text ("+OK", "-MOVED ...",
+// "(nil)", or "!lost: why" when the shard did not answer).
+std::string Call(uint16_t port, const std::vector<std::string>& args) {
+  struct timeval timeout = {5, 0};
+  redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
+  if (context == nullptr || context->err) {
+    std::string why = context ? context->errstr : "no context";
+    if (context) redisFree(context);
+    return "!lost: " + why;
+  }
+  redisSetTimeout(context, timeout);
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+  for (const std::string& arg : args) {
+    argv.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  auto* reply = static_cast<redisReply*>(
+      redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+  std::string text;
+  if (reply == nullptr) {
+    text = absl::StrCat("!lost: ", context->errstr);
+  } else if (reply->type == REDIS_REPLY_STATUS) {
+    text = absl::StrCat("+", std::string(reply->str, reply->len));
+  } else if (reply->type == REDIS_REPLY_ERROR) {
+    text = absl::StrCat("-", std::string(reply->str, reply->len));
+  } else if (reply->type == REDIS_REPLY_INTEGER) {
+    text = absl::StrCat(":", reply->integer);
+  } else if (reply->type == REDIS_REPLY_STRING) {
+    text = std::string(reply->str, reply->len);
+  } else {
+    text = "(other)";
+  }
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(context);
+  return text;
+}
+
+// Polls `condition` every 20 ms for up to `limit`.
+bool Eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+class ShardClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ZooKeeperServer>> server = ZooKeeperServer::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    zookeeper_ = std::move(*server);
+    absl::StatusOr<TempDir> dir = TempDir::Create("shard-cluster");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_.emplace(std::move(*dir));
+    ASSERT_NO_FATAL_FAILURE(ConnectAdmin());
+    absl::StatusOr<cluster::BootstrapResult> result = cluster::Bootstrap(
+        *admin_, "c", /*shard_count=*/2, kPartitions, cluster::ShardCountChange::kRefuse);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+
+  void TearDown() override {
+    shards_.clear();  // each stops by pid
+    admin_.reset();
+  }
+
+  void ConnectAdmin() {
+    cluster::ZkClientOptions options;
+    options.connect_string = zookeeper_->connect_string();
+    options.session_timeout_ms = 6'000;
+    absl::StatusOr<std::unique_ptr<cluster::ZkClient>> client = cluster::ZkClient::Connect(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    admin_ = std::move(*client);
+  }
+
+  std::vector<std::string> ShardFlags(const std::string& id, const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> flags = {"--zk=" + zookeeper_->connect_string(), "--cluster=c", "--shard_id=" + id,
+                                      "--data_dir=" + dir_->File(id), "--zk_session_timeout_ms=4000"};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    return flags;
+  }
+
+  // Starts shard `id` and waits until it is listening.
+  ServerProcess* StartShard(const std::string& id, const std::vector<std::string>& extra = {}) {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> shard =
+        ServerProcess::Start(*dir_, absl::StrCat(id, "-", ++starts_), WalletShardBinary(), ShardFlags(id, extra));
+    EXPECT_TRUE(shard.ok()) << shard.status();
+    if (!shard.ok()) return nullptr;
+    shards_.push_back(std::move(*shard));
+    return shards_.back().get();
+  }
+
+  // The address in /wallet/c/shards/<id>, or "" when the node is missing.
+  std::string Registered(const std::string& id) {
+    absl::StatusOr<cluster::NodeData> node = admin_->Get(cluster::ClusterPaths("c").shard(id), cluster::Watch::kNone);
+    return node.ok() ? node->data : "";
+  }
+
+  std::unique_ptr<ZooKeeperServer> zookeeper_;
+  std::optional<TempDir> dir_;
+  std::unique_ptr<cluster::ZkClient> admin_;
+  std::vector<std::unique_ptr<ServerProcess>> shards_;
+  int starts_ = 0;
+};
+
+TEST_F(ShardClusterTest, ShardsServeWhatTheMapGivesThemAndNameTheOwnerInMoved) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ServerProcess* shard1 = StartShard("shard-1");
+  ASSERT_TRUE(shard0 != nullptr && shard1 != nullptr);
+  EXPECT_TRUE(Eventually([&] { return Registered("shard-0") == absl::StrCat("127.0.0.1:", shard0->port()); }));
+  EXPECT_TRUE(Eventually([&] { return Registered("shard-1") == absl::StrCat("127.0.0.1:", shard1->port()); }));
+
+  const uint64_t low = AccountIn(0, 7);
+  const uint64_t high = AccountIn(8, 15);
+  EXPECT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+  EXPECT_EQ(Call(shard1->port(), {"OPEN", absl::StrCat(high), "USD"}), "+OK");
+  const std::string moved = Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"});
+  EXPECT_TRUE(absl::StartsWith(moved, absl::StrCat("-MOVED ", PartitionOf(high, kPartitions), " shard-1 "))) << moved;
+  EXPECT_TRUE(absl::StartsWith(Call(shard1->port(), {"BALANCE", absl::StrCat(low)}),
+                               absl::StrCat("-MOVED ", PartitionOf(low, kPartitions), " shard-0 ")));
+}
+
+TEST_F(ShardClusterTest, MapChangeMovesOwnershipWhileShardsRun) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ServerProcess* shard1 = StartShard("shard-1");
+  ASSERT_TRUE(shard0 != nullptr && shard1 != nullptr);
+  const uint64_t high = AccountIn(8, 15);
+  const std::string partition = absl::StrCat(PartitionOf(high, kPartitions));
+  ASSERT_TRUE(absl::StartsWith(Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
+
+  absl::StatusOr<cluster::AssignResult> assigned =
+      cluster::AssignPartitions(*admin_, "c", partition, "shard-0", cluster::kAnyVersion);
+  ASSERT_TRUE(assigned.ok()) << assigned.status();
+  EXPECT_TRUE(Eventually([&] { return Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
+  EXPECT_TRUE(Eventually([&] {
+    return absl::StartsWith(Call(shard1->port(), {"BALANCE", absl::StrCat(high)}),
+                            absl::StrCat("-MOVED ", partition, " shard-0 "));
+  }));
+}
+
+TEST_F(ShardClusterTest, ShardKeepsServingWithoutZooKeeperAndFollowsTheMapAfterItReturns) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ASSERT_NE(shard0, nullptr);
+  const uint64_t low = AccountIn(0, 7);
+  const uint64_t high = AccountIn(8, 15);
+  ASSERT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+
+  admin_.reset();
+  zookeeper_->Stop();
+  EXPECT_EQ(Call(shard0->port(), {"DEPOSIT", absl::StrCat(low), "500", "while-zk-down"}), "+OK");
+  EXPECT_TRUE(absl::StartsWith(Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
+
+  ASSERT_TRUE(zookeeper_->Restart().ok());
+  ASSERT_NO_FATAL_FAILURE(ConnectAdmin());
+  absl::StatusOr<cluster::AssignResult> assigned = cluster::AssignPartitions(
+      *admin_, "c", absl::StrCat(PartitionOf(high, kPartitions)), "shard-0", cluster::kAnyVersion);
+  ASSERT_TRUE(assigned.ok()) << assigned.status();
+  EXPECT_TRUE(Eventually([&] { return Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
+}
+
+// A shard frozen longer than its session timeout loses its session (ZooKeeper
+// removes its node); thawed, it opens a new session and announces itself again.
+TEST_F(ShardClusterTest, ExpiredSessionIsReplacedAndTheShardRegistersAgain) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ASSERT_NE(shard0, nullptr);
+  const std::string address = absl::StrCat("127.0.0.1:", shard0->port());
+  ASSERT_TRUE(Eventually([&] { return Registered("shard-0") == address; }));
+  ASSERT_TRUE(shard0->process().Freeze().ok());
+  EXPECT_TRUE(Eventually([&] { return Registered("shard-0").empty(); }, 30s)) << "the session never expired";
+  ASSERT_TRUE(shard0->process().Thaw().ok());
+  EXPECT_TRUE(Eventually([&] { return Registered("shard-0") == address; }, 30s));
+  EXPECT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(AccountIn(0, 7)), "USD"}), "+OK");
+}
+
+TEST_F(ShardClusterTest, SecondShardWithTheSameIdIsRefused) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ASSERT_NE(shard0, nullptr);
+  ASSERT_TRUE(Eventually([&] { return !Registered("shard-0").empty(); }));
+  std::vector<std::string> argv = {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("twin.port")};
+  for (const std::string& flag : ShardFlags("shard-0")) {
+    argv.push_back(absl::StartsWith(flag, "--data_dir") ? "--data_dir=" + dir_->File("twin") : flag);
+  }
+  absl::StatusOr<std::unique_ptr<ChildProcess>> twin = ChildProcess::Start(argv, dir_->File("twin.log"));
+  ASSERT_TRUE(twin.ok()) << twin.status();
+  absl::StatusOr<ExitStatus> status = (*twin)->Wait(30s);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(status->exited && status->code == 1) << status->ToString();
+  EXPECT_NE((*twin)->ReadLog().find("taken by another live shard"), std::string::npos) << (*twin)->ReadLog();
+}
+
+TEST_F(ShardClusterTest, PartitionCountOtherThanTheClusterIsRefused) {
+  std::vector<std::string> argv = {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("odd.port")};
+  for (const std::string& flag : ShardFlags("shard-0", {"--partition_count=32"})) argv.push_back(flag);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> odd = ChildProcess::Start(argv, dir_->File("odd.log"));
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  absl::StatusOr<ExitStatus> status = (*odd)->Wait(30s);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(status->exited && status->code == 1) << status->ToString();
+  EXPECT_NE((*odd)->ReadLog().find("has 16 partitions"), std::string::npos) << (*odd)->ReadLog();
+}
+
+}  // namespace
+}  // namespace wallet::test
