@@ -3,7 +3,7 @@
 #
 #   build_benchmark_binaries   builds wallet-shard and wallet-shard-bench (unless
 #                              SKIP_BUILD=1) and sets SHARD, DRIVER and REVISION
-#   free_port                  prints a TCP port nothing listens on
+#   free_port                  prints a TCP port nothing listens on (deploy/lib.sh)
 #   log MESSAGE                progress line on stderr
 
 log() { echo "== $*" >&2; }
@@ -30,11 +30,112 @@ build_benchmark_binaries() {
   DRIVER="$BUILD_DIR/benchmarks/wallet-shard-bench"
 }
 
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
-    if [[ -z "$(ss -Htln "sport = :$port")" ]]; then echo "$port"; return 0; fi
-  done
-  return 1
+# free_port (and the other deploy helpers) live in deploy/lib.sh.
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
+
+# --- more helpers (run_durable_vs_redis.sh, run_recovery.sh, run_shard_vs_redis.sh) ---
+#
+#   busy_cores                 busy cores of the whole machine over 3 s
+#   wait_idle                  waits (at most WAIT_IDLE_MAX_S, default 600) until
+#                              busy_cores < WAIT_IDLE_CORES; WAIT_IDLE_CORES=0 (default)
+#                              does not wait
+#   start_shard LOG READY FLAG...   starts wallet-shard --port=0 --ready_file=READY FLAG...
+#                              in the background and waits for READY (at most
+#                              START_TIMEOUT_S, default 120 s); sets STARTED_PID and
+#                              STARTED_PORT
+#   start_redis DIR LOG ARG...  starts redis-server on a free port with --dir DIR and
+#                              waits for PING; sets STARTED_PID and STARTED_PORT
+#   stop_pid PID [SIGNAL]      sends SIGNAL (default TERM) to a process started here and
+#                              reaps it
+#   stop_started               stops every process start_shard/start_redis started that
+#                              is still running (for EXIT traps)
+#   info_field PORT SECTION KEY  one field of INFO SECTION
+#   field LINE KEY             the value of KEY=value in a driver RESULT line
+#   median / spread VALUE...   median; "min-max"
+#   describe_fs DIR            file system type, device and mount point holding DIR
+
+busy_cores() {
+  local b1 b2
+  b1="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"; sleep 3
+  b2="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"
+  awk -v d=$((b2 - b1)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", d / hz / 3 }'
 }
+
+wait_idle() {
+  local limit="${WAIT_IDLE_CORES:-0}" max_s="${WAIT_IDLE_MAX_S:-600}" start=$SECONDS busy
+  [[ "$limit" == "0" ]] && return 0
+  while :; do
+    busy="$(busy_cores)"
+    awk -v b="$busy" -v l="$limit" 'BEGIN { exit !(b < l) }' && return 0
+    if (( SECONDS - start > max_s )); then
+      log "machine still busy ($busy cores) after ${max_s} s; measuring anyway"
+      return 0
+    fi
+  done
+}
+
+STARTED_PIDS=()
+
+start_shard() {
+  local log_file=$1 ready=$2 deadline
+  shift 2
+  rm -f "$ready"
+  "$SHARD" --port=0 --ready_file="$ready" "$@" >"$log_file" 2>&1 &
+  STARTED_PID=$!
+  STARTED_PIDS+=("$STARTED_PID")
+  deadline=$((SECONDS + ${START_TIMEOUT_S:-120}))
+  until [[ -s "$ready" ]]; do
+    if ! kill -0 "$STARTED_PID" 2>/dev/null || (( SECONDS > deadline )); then
+      echo "wallet-shard did not start:" >&2; tail -5 "$log_file" >&2; return 1
+    fi
+    sleep 0.005
+  done
+  STARTED_PORT="$(cat "$ready")"
+}
+
+start_redis() {
+  local dir=$1 log_file=$2 attempt
+  shift 2
+  mkdir -p "$dir"
+  # free_port checks listeners only: a port can still be some connection's local
+  # port, and then the bind fails; try another one.
+  for attempt in 1 2 3; do
+    STARTED_PORT="$(free_port)"
+    redis-server --port "$STARTED_PORT" --bind 127.0.0.1 --daemonize no --dir "$dir" "$@" \
+      >"$log_file" 2>&1 &
+    STARTED_PID=$!
+    STARTED_PIDS+=("$STARTED_PID")
+    for _ in $(seq 1 200); do
+      redis-cli -p "$STARTED_PORT" PING >/dev/null 2>&1 && return 0
+      kill -0 "$STARTED_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_pid "$STARTED_PID"
+    grep -q 'Address already in use' "$log_file" || break
+    log "redis-server: port $STARTED_PORT in use (attempt $attempt), trying another"
+  done
+  echo "redis-server did not start:" >&2; tail -5 "$log_file" >&2; return 1
+}
+
+stop_pid() {
+  local pid=$1 signal=${2:-TERM} kept=() p
+  kill -"$signal" "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${STARTED_PIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  STARTED_PIDS=("${kept[@]}")
+}
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  done
+  STARTED_PIDS=()
+}
+
+info_field() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -1; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo "-" hi}'; }
+describe_fs() { findmnt -n -o FSTYPE,SOURCE,TARGET -T "$1" | awk '{print $1 " on " $2 " (mounted at " $3 ")"}'; }

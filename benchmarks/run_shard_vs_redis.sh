@@ -63,26 +63,6 @@ trap 'exit 130' INT TERM
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
 
-# Busy cores of the whole machine over 3 s (our servers are idle between runs).
-busy_cores() {
-  local b1 b2
-  b1="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"; sleep 3
-  b2="$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat)"
-  awk -v d=$((b2 - b1)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", d / hz / 3 }'
-}
-wait_idle() {
-  [[ "$WAIT_IDLE_CORES" == "0" ]] && return 0
-  local start=$SECONDS busy
-  while :; do
-    busy="$(busy_cores)"
-    awk -v b="$busy" -v l="$WAIT_IDLE_CORES" 'BEGIN { exit !(b < l) }' && return 0
-    if (( SECONDS - start > WAIT_IDLE_MAX_S )); then
-      log "machine still busy ($busy cores) after ${WAIT_IDLE_MAX_S} s; measuring anyway"
-      return 0
-    fi
-  done
-}
-
 # --- 1. build ----------------------------------------------------------------
 build_benchmark_binaries
 for tool in "$SHARD" "$DRIVER"; do [[ -x "$tool" ]] || { echo "missing $tool" >&2; exit 1; }; done

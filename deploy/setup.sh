@@ -15,6 +15,9 @@ PACKAGES=(
   # well-kept helpers from Debian: XXH3 digests of transaction ids; CRC32C (ISA-L)
   # checksums of the event log and snapshots
   libxxhash-dev libisal-dev
+  # the router's HTTP/JSON front end: cpp-httplib (header + compiled library) and
+  # nlohmann-json (header-only)
+  libcpp-httplib-dev nlohmann-json3-dev
   # servers and tools the tests, benchmarks and main job drive
   redis-server redis-tools zookeeper
   # the JVM that runs ZooKeeper (zookeeper depends on default-jre; named here

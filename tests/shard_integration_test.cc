@@ -666,6 +666,10 @@ TEST_F(ShardTest, EveryRejectionHasItsCodeAndChangesNothing) {
   covered.insert("PROTOCOL");  // MalformedInputClosesOnlyThatConnection
   covered.insert("LIMIT");     // MalformedInputClosesOnlyThatConnection
   covered.insert("LOG_UNAVAILABLE");  // durability_integration_test: DiskFullViaFault...
+  // Router codes, never sent by a shard: router_integration_test (Every call..., Shard
+  // session expiry...) and src/router/router_core_test.cc.
+  covered.insert("CROSS_SHARD_UNSUPPORTED");
+  covered.insert("UNAVAILABLE");
   for (size_t i = 1; i < static_cast<size_t>(ResultCode::kCount_); ++i) {
     std::string name(ResultCodeName(static_cast<ResultCode>(i)));
     EXPECT_TRUE(covered.contains(name)) << "no wire test produces " << name;

@@ -37,6 +37,8 @@ constexpr CodeInfo kCodes[] = {
     {"LIMIT", ResultClass::kProtocol},
     {"BUSY", ResultClass::kRetry},
     {"LOG_UNAVAILABLE", ResultClass::kRetry},
+    {"CROSS_SHARD_UNSUPPORTED", ResultClass::kRejected},
+    {"UNAVAILABLE", ResultClass::kRetry},
 };
 static_assert(sizeof(kCodes) / sizeof(kCodes[0]) == static_cast<size_t>(ResultCode::kCount_),
               "kCodes must list every ResultCode in order");

@@ -52,6 +52,8 @@ enum class ResultCode : uint8_t {
   kBusy,                 // a bounded table or queue is full; retry later
   kLogUnavailable,       // the event log cannot be written (disk full, I/O error): mutations
                          // refused until it can; retry later with the same txid
+  kCrossShardUnsupported,  // router: a transfer between two shards before the executors exist
+  kUnavailable,          // router: the owning shard could not be reached or did not answer
   kCount_,               // not a code
 };
 

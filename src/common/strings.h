@@ -57,6 +57,17 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
+// Equality whose time does not depend on where two secrets of equal length differ
+// (passwords). Strings of different lengths are unequal at once.
+inline bool ConstantTimeEquals(std::string_view secret, std::string_view candidate) {
+  if (secret.size() != candidate.size()) return false;
+  unsigned char difference = 0;
+  for (size_t i = 0; i < secret.size(); ++i) {
+    difference |= static_cast<unsigned char>(secret[i] ^ candidate[i]);
+  }
+  return difference == 0;
+}
+
 // Transparent hash and equality for std::string keys looked up by std::string_view.
 // Hashes through absl::string_view: Abseil's own string hash. (absl::Hash of a
 // std::string_view falls back to std::hash in this build, which is much slower.)

@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -18,6 +16,8 @@
 #include "common/flags_usage.h"
 #include "common/log.h"
 #include "common/partition.h"
+#include "common/process_files.h"
+#include "common/stop_signals.h"
 #include "shard/engine.h"
 #include "shard/membership.h"
 #include "shard/server.h"
@@ -108,21 +108,6 @@ ABSL_FLAG(std::string, ready_file, "",
           "Once listening, write the bound port to this file (atomically), for scripts "
           "and tests that start the shard with --port=0.");
 
-namespace {
-
-bool WriteFileAtomically(const std::string& path, const std::string& content) {
-  std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    if (!out) return false;
-    out << content;
-    if (!out.flush()) return false;
-  }
-  return std::rename(temporary.c_str(), path.c_str()) == 0;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   wallet::SetUpFlagsUsage(
       "shard/main.cc",
@@ -144,17 +129,13 @@ int main(int argc, char** argv) {
   options.port = static_cast<uint16_t>(port);
   options.password = absl::GetFlag(FLAGS_password);
   if (std::string file = absl::GetFlag(FLAGS_password_file); !file.empty()) {
-    std::ifstream in(file);
-    bool read = in && std::getline(in, options.password);
-    if (read && !options.password.empty() && options.password.back() == '\r') {
-      options.password.pop_back();  // a file written with CRLF line endings
-    }
-    if (!read || options.password.empty()) {
-      // An empty password would mean "no AUTH": never let a bad file open the shard.
+    absl::StatusOr<std::string> password = wallet::ReadPasswordFile(file);
+    if (!password.ok()) {
       wallet::LogError("cannot read a password (a non-empty first line) from --password_file=%s",
                        file.c_str());
       return 2;
     }
+    options.password = *std::move(password);
   }
   options.limits.max_args = absl::GetFlag(FLAGS_max_args);
   options.limits.max_arg_bytes = absl::GetFlag(FLAGS_max_arg_bytes);
@@ -172,7 +153,7 @@ int main(int argc, char** argv) {
 
   // Stop signals are blocked before any thread starts (the ZooKeeper client's
   // threads inherit the mask), and read by the event loop from a signalfd.
-  if (absl::Status status = wallet::shard::BlockStopSignals(); !status.ok()) {
+  if (absl::Status status = wallet::BlockStopSignals(); !status.ok()) {
     wallet::LogError("cannot block signals: %s", std::string(status.message()).c_str());
     return 1;
   }
@@ -303,7 +284,7 @@ int main(int argc, char** argv) {
                     absl::GetFlag(FLAGS_shard_id).c_str(), address.c_str(), static_cast<int>(membership->map_version()));
   }
   if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
-    if (!WriteFileAtomically(ready, std::to_string(server.port()) + "\n")) {
+    if (!wallet::WriteFileAtomically(ready, std::to_string(server.port()) + "\n")) {
       wallet::LogError("cannot write --ready_file=%s", ready.c_str());
       return 1;
     }

@@ -1,16 +1,13 @@
 #include "shard/server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +19,8 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/net.h"
+#include "common/stop_signals.h"
 #include "common/strings.h"
 #include "shard/commands.h"
 #include "shard/storage.h"
@@ -145,46 +144,10 @@ ShardServer::~ShardServer() {
 }
 
 absl::Status ShardServer::Listen() {
-  bool ipv6 = options_.bind_address.find(':') != std::string::npos;
-  struct sockaddr_storage address;
-  std::memset(&address, 0, sizeof(address));
-  socklen_t address_length;
-  if (ipv6) {
-    auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&address);
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(options_.port);
-    if (inet_pton(AF_INET6, options_.bind_address.c_str(), &v6->sin6_addr) != 1) {
-      return absl::InvalidArgumentError(StrCat("bad bind address '", options_.bind_address, "'"));
-    }
-    address_length = sizeof(*v6);
-  } else {
-    auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(options_.port);
-    if (inet_pton(AF_INET, options_.bind_address.c_str(), &v4->sin_addr) != 1) {
-      return absl::InvalidArgumentError(StrCat("bad bind address '", options_.bind_address, "'"));
-    }
-    address_length = sizeof(*v4);
-  }
-  int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(ErrnoText("socket"));
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&address), address_length) != 0) {
-    std::string error = ErrnoText(StrCat("bind ", options_.bind_address, ":", options_.port));
-    close(fd);
-    return absl::UnavailableError(error);
-  }
-  if (listen(fd, 511) != 0) {
-    std::string error = ErrnoText("listen");
-    close(fd);
-    return absl::UnavailableError(error);
-  }
-  socklen_t length = sizeof(address);
-  getsockname(fd, reinterpret_cast<struct sockaddr*>(&address), &length);
-  bound_port_ = ntohs(ipv6 ? reinterpret_cast<struct sockaddr_in6*>(&address)->sin6_port
-                           : reinterpret_cast<struct sockaddr_in*>(&address)->sin_port);
-  listen_fd_ = fd;
+  absl::StatusOr<ListeningSocket> listening = ListenTcp(options_.bind_address, options_.port);
+  if (!listening.ok()) return listening.status();
+  listen_fd_ = listening->fd;
+  bound_port_ = listening->port;
   return absl::OkStatus();
 }
 
@@ -196,23 +159,11 @@ void ShardServer::RequestStop() {
   }
 }
 
-absl::Status BlockStopSignals() {
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  if (pthread_sigmask(SIG_BLOCK, &mask, nullptr) != 0) return absl::InternalError(ErrnoText("pthread_sigmask"));
-  return absl::OkStatus();
-}
-
 absl::Status ShardServer::HandleStopSignals() {
   if (absl::Status status = BlockStopSignals(); !status.ok()) return status;
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (signal_fd_ < 0) return absl::InternalError(ErrnoText("signalfd"));
+  absl::StatusOr<int> fd = OpenStopSignalFd();
+  if (!fd.ok()) return fd.status();
+  signal_fd_ = *fd;
   return absl::OkStatus();
 }
 
@@ -261,9 +212,8 @@ absl::Status ShardServer::Run() {
       } else if (fd == post_fd_) {
         RunPosted();
       } else if (fd == signal_fd_) {
-        struct signalfd_siginfo info;
-        if (read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
-          LogInfo("received %s, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+        if (int signal_number = ReadStopSignal(signal_fd_); signal_number != 0) {
+          LogInfo("received %s, shutting down", strsignal(signal_number));
         }
         stopping_ = true;
       } else {
@@ -317,18 +267,7 @@ void ShardServer::AcceptAll() {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto connection = std::make_unique<Connection>(fd, next_connection_id_++, options_.limits);
     connection->session.authenticated = options_.password.empty();
-    char host[INET6_ADDRSTRLEN] = "?";
-    uint16_t port = 0;
-    if (address.ss_family == AF_INET) {
-      auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
-      inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
-      port = ntohs(v4->sin_port);
-    } else if (address.ss_family == AF_INET6) {
-      auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&address);
-      inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
-      port = ntohs(v6->sin6_port);
-    }
-    connection->peer = StrCat(host, ":", port);
+    connection->peer = PeerAddressText(address);
     struct epoll_event event;
     std::memset(&event, 0, sizeof(event));
     event.events = EPOLLIN;
@@ -479,28 +418,11 @@ void ShardServer::FlushDirty() {
 }
 
 void ShardServer::HandleWritable(Connection* connection) {
-  while (connection->pending_output() > 0) {
-    ssize_t n = write(connection->fd, connection->output.data() + connection->output_sent,
-                      connection->pending_output());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      Close(connection);
-      return;
-    }
-    connection->output_sent += static_cast<size_t>(n);
-    stats_.net_output_bytes += static_cast<uint64_t>(n);
-  }
-  if (connection->pending_output() == 0) {
-    connection->output.clear();
-    connection->output_sent = 0;
-    if (connection->closing) {
-      Close(connection);
-      return;
-    }
-  } else if (connection->output_sent > (1u << 20)) {
-    connection->output.erase(0, connection->output_sent);
-    connection->output_sent = 0;
+  FlushResult result =
+      FlushOutput(connection->fd, &connection->output, &connection->output_sent, &stats_.net_output_bytes);
+  if (result == FlushResult::kFailed || (result == FlushResult::kAllWritten && connection->closing)) {
+    Close(connection);
+    return;
   }
   UpdateInterest(connection);
 }
@@ -583,14 +505,7 @@ void ShardServer::RecordError(ResultCode code) {
 }
 
 bool ShardServer::PasswordMatches(std::string_view candidate) const {
-  // Constant time in the candidate's content for equal lengths.
-  const std::string& password = options_.password;
-  if (password.empty() || candidate.size() != password.size()) return false;
-  unsigned char difference = 0;
-  for (size_t i = 0; i < password.size(); ++i) {
-    difference |= static_cast<unsigned char>(password[i] ^ candidate[i]);
-  }
-  return difference == 0;
+  return !options_.password.empty() && ConstantTimeEquals(options_.password, candidate);
 }
 
 void ShardServer::AppendInfo(std::string_view section, std::string* out) const {

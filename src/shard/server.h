@@ -75,11 +75,6 @@ struct ServerStats {
 
 class ShardStorage;
 
-// Blocks SIGTERM and SIGINT in the calling thread (and every thread it starts
-// later). Call first in main, before any thread exists; ShardServer then reads
-// them from a signalfd (HandleStopSignals).
-absl::Status BlockStopSignals();
-
 class ShardServer {
  public:
   // `storage` (may be null: an in-memory shard) holds the event log the server

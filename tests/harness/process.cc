@@ -65,6 +65,11 @@ std::string WalletShardBinary() {
 #endif
 std::string WalletHistoryBinary() { return WALLET_HISTORY_BINARY; }
 
+#ifndef WALLET_ROUTER_BINARY
+#define WALLET_ROUTER_BINARY ""
+#endif
+std::string WalletRouterBinary() { return WALLET_ROUTER_BINARY; }
+
 std::string FindInPath(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::string directories = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";

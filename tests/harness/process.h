@@ -56,6 +56,11 @@ std::string WalletShardBinary();
 // WALLET_HISTORY_BINARY), e.g. "/work/main/build/src/shard/wallet-history".
 std::string WalletHistoryBinary();
 
+// The wallet-router binary built by this CMake tree (compile definition
+// WALLET_ROUTER_BINARY), e.g. "/work/main/build/src/router/wallet-router"; "" when
+// the tree does not build it.
+std::string WalletRouterBinary();
+
 // The first executable named `name` in $PATH, or "" when there is none.
 std::string FindInPath(const std::string& name);
 

@@ -1,0 +1,662 @@
+#include "router/router_core.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/inlined_vector.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/money.h"
+#include "common/partition.h"
+#include "common/strings.h"
+
+namespace wallet::router {
+
+namespace {
+
+using shardlink::ShardReply;
+
+// What a call does to state: decides the advice of an -UNAVAILABLE reply.
+enum class Effect : uint8_t {
+  kRead,        // BALANCE, TX: retry whenever
+  kOpen,        // OPEN: idempotent by account
+  kMutation,    // DEPOSIT, WITHDRAW, TRANSFER: retry with the same txid
+};
+
+// The public API as data: name, arity (> 0 exact, < 0 at least -arity, the name
+// included, as in the shard's table), and usage for WRONG_ARITY messages. A
+// TRANSFER takes 6 or 8 arguments; its handler refuses 7 and more than 8.
+struct CommandSpec {
+  std::string_view name;
+  RouterCommand command;
+  int arity;
+  Effect effect;
+  std::string_view usage;
+};
+
+constexpr CommandSpec kCommands[] = {
+    {"OPEN", RouterCommand::kOpen, 3, Effect::kOpen, "account currency"},
+    {"DEPOSIT", RouterCommand::kDeposit, 4, Effect::kMutation, "account amount txid"},
+    {"WITHDRAW", RouterCommand::kWithdraw, 4, Effect::kMutation, "account amount txid"},
+    {"TRANSFER", RouterCommand::kTransfer, -6, Effect::kMutation, "from to amount currency txid [MODE tcc|saga]"},
+    {"BALANCE", RouterCommand::kBalance, 2, Effect::kRead, "account"},
+    {"TX", RouterCommand::kTx, 2, Effect::kRead, "txid"},
+    {"PING", RouterCommand::kPing, -1, Effect::kRead, "[message]"},
+    {"INFO", RouterCommand::kInfo, -1, Effect::kRead, "[section]"},
+};
+
+constexpr std::string_view kCrossShardMessage =
+    "cross-shard transfers need the TC/C or saga executors (not yet available); nothing was done";
+
+const CommandSpec* FindCommand(std::string_view name) {
+  for (const CommandSpec& spec : kCommands) {
+    if (EqualsIgnoreCase(spec.name, name)) return &spec;
+  }
+  return nullptr;
+}
+
+int64_t MonotonicNowUs() {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
+}
+
+// A checked argument or the MALFORMED message the shard would give for it (the
+// same words as src/shard/commands.cc, so a client sees one behaviour).
+struct ArgumentError {
+  ResultCode code = ResultCode::kOk;
+  std::string message;
+  bool failed() const { return code != ResultCode::kOk; }
+};
+
+ArgumentError Malformed(std::string message) { return ArgumentError{ResultCode::kMalformed, std::move(message)}; }
+
+bool CheckAccount(std::string_view text, AccountId* out, ArgumentError* error) {
+  if (ParseAccountId(text, out)) return true;
+  *error = Malformed(
+      StrCat("account must be an unsigned 64-bit decimal integer, got '", text.substr(0, 32), "'"));
+  return false;
+}
+
+bool CheckAmount(std::string_view text, ArgumentError* error) {
+  Amount amount;
+  if (ParseAmount(text, &amount)) return true;
+  *error = Malformed(StrCat("amount must be a positive integer of minor units up to ", kMaxAmount, ", got '",
+                            text.substr(0, 32), "'"));
+  return false;
+}
+
+bool CheckCurrency(std::string_view text, ArgumentError* error) {
+  Currency currency;
+  if (Currency::Parse(text, &currency)) return true;
+  *error = Malformed(StrCat("currency must be three letters A-Z, got '", text.substr(0, 32), "'"));
+  return false;
+}
+
+bool CheckTxid(std::string_view text, ArgumentError* error) {
+  if (IsValidTxid(text)) return true;
+  *error = Malformed(StrCat("transaction id must be 1-", kMaxTxidBytes, " visible ASCII characters"));
+  return false;
+}
+
+// The optional "MODE tcc|saga" after TRANSFER's txid (args[6], args[7]).
+bool CheckTransferMode(const std::vector<std::string>& args, ArgumentError* error) {
+  if (args.size() == 6) return true;
+  if (!EqualsIgnoreCase(args[6], "MODE")) {
+    *error = Malformed("expected nothing or MODE tcc|saga after the txid");
+    return false;
+  }
+  if (!EqualsIgnoreCase(args[7], "tcc") && !EqualsIgnoreCase(args[7], "saga")) {
+    *error = Malformed(StrCat("mode must be tcc or saga, got '", std::string_view(args[7]).substr(0, 32), "'"));
+    return false;
+  }
+  return true;
+}
+
+// Checks a call's arguments after its arity, in the order the shard checks them
+// (the handler's parsers in argument order, then the engine's txid and same-account
+// rules). Fills accounts[] with the accounts the call routes by.
+ArgumentError CheckArguments(RouterCommand command, const std::vector<std::string>& args, AccountId accounts[2],
+                             size_t* account_count) {
+  ArgumentError error;
+  *account_count = 0;
+  switch (command) {
+    case RouterCommand::kOpen:
+      if (!CheckAccount(args[1], &accounts[0], &error) || !CheckCurrency(args[2], &error)) return error;
+      *account_count = 1;
+      return error;
+    case RouterCommand::kDeposit:
+    case RouterCommand::kWithdraw:
+      if (!CheckAccount(args[1], &accounts[0], &error) || !CheckAmount(args[2], &error) ||
+          !CheckTxid(args[3], &error)) {
+        return error;
+      }
+      *account_count = 1;
+      return error;
+    case RouterCommand::kTransfer:
+      if (args.size() != 6 && args.size() != 8) {
+        return ArgumentError{ResultCode::kWrongArity,
+                             "wrong number of arguments for 'TRANSFER'; usage: TRANSFER from to amount currency "
+                             "txid [MODE tcc|saga]"};
+      }
+      if (!CheckAccount(args[1], &accounts[0], &error) || !CheckAccount(args[2], &accounts[1], &error) ||
+          !CheckAmount(args[3], &error) || !CheckCurrency(args[4], &error) || !CheckTransferMode(args, &error) ||
+          !CheckTxid(args[5], &error)) {
+        return error;
+      }
+      if (accounts[0] == accounts[1]) {
+        return ArgumentError{ResultCode::kSameAccount, "a transfer needs two different accounts"};
+      }
+      *account_count = 2;
+      return error;
+    case RouterCommand::kBalance:
+      if (!CheckAccount(args[1], &accounts[0], &error)) return error;
+      *account_count = 1;
+      return error;
+    case RouterCommand::kTx:
+      CheckTxid(args[1], &error);
+      return error;
+    default:
+      return error;
+  }
+}
+
+// The partition and owner named by "-MOVED <partition> <owner> ...".
+bool ParseMoved(const ShardReply& reply, uint32_t* partition, std::string* owner) {
+  std::string_view rest = reply.error_message();
+  size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return false;
+  uint64_t value;
+  if (!ParseUint64(rest.substr(0, space), &value) || value >= kMaxPartitionCount) return false;
+  rest.remove_prefix(space + 1);
+  *owner = std::string(rest.substr(0, rest.find(' ')));
+  *partition = static_cast<uint32_t>(value);
+  return !owner->empty();
+}
+
+bool SameMap(const cluster::VersionedPartitionMap* a, int64_t created_zxid, int32_t version) {
+  return a != nullptr && a->created_zxid == created_zxid && a->version == version;
+}
+
+}  // namespace
+
+std::string_view RouterCommandName(RouterCommand command) {
+  constexpr std::string_view kNames[] = {"OPEN", "DEPOSIT", "WITHDRAW", "TRANSFER", "BALANCE",
+                                         "TX",   "PING",    "INFO",     "OTHER"};
+  static_assert(std::size(kNames) == static_cast<size_t>(RouterCommand::kCount_));
+  auto index = static_cast<size_t>(command);
+  return index < std::size(kNames) ? kNames[index] : "OTHER";
+}
+
+bool InfoSectionWanted(std::string_view asked, std::string_view name) {
+  return asked.empty() || EqualsIgnoreCase(asked, "all") || EqualsIgnoreCase(asked, "everything") ||
+         EqualsIgnoreCase(asked, "default") || EqualsIgnoreCase(asked, name);
+}
+
+ShardReply RouterError(ResultCode code, std::string_view message) {
+  ShardReply reply;
+  reply.type = ShardReply::Type::kError;
+  reply.text = StrCat(ResultCodeName(code), " ", message);
+  return reply;
+}
+
+// One checked call on its way to a shard (shared by the callbacks that carry it).
+struct RouterCore::Call {
+  RouterCommand command = RouterCommand::kOther;
+  Effect effect = Effect::kRead;
+  std::vector<std::string> args;  // the shard command: args[0] upper case, no MODE
+  AccountId accounts[2] = {0, 0};
+  size_t account_count = 0;
+  RouterCallback done;
+  int64_t start_us = 0;
+  int moved_retries = 0;
+  // Owners named by -MOVED replies (partition, shard id), used only while the map
+  // is the one they were learnt with (hint_map_*).
+  std::vector<std::pair<uint32_t, std::string>> hints;
+  int64_t hint_map_zxid = -1;
+  int32_t hint_map_version = -1;
+  bool finished = false;
+};
+
+// A TX call asked of every pooled shard.
+struct RouterCore::TxFanout {
+  CallPtr call;
+  size_t waiting = 0;
+  std::vector<std::string> failures;  // "shard-1: why", for the -UNAVAILABLE message
+};
+
+RouterCore::RouterCore(EventLoop& loop, shardlink::ShardPool& pool, const RouterCoreOptions& options)
+    : loop_(loop), pool_(pool), options_(options) {}
+
+RouterCore::~RouterCore() {
+  destroying_ = true;
+  auto parked = std::move(parked_);
+  parked_.clear();
+  for (auto& [id, entry] : parked) {
+    loop_.CancelTimer(entry.second);
+    Finish(entry.first, RouterError(ResultCode::kUnavailable, "the router is stopping; nothing was done, retry"));
+  }
+}
+
+void RouterCore::SetMapRefresher(std::function<void()> request_refresh) { request_refresh_ = std::move(request_refresh); }
+
+// --- Calls --------------------------------------------------------------------------
+
+void RouterCore::Execute(std::vector<std::string> args, RouterCallback done) {
+  const int64_t start_us = MonotonicNowUs();
+  ++stats_.calls;
+  if (args.empty()) {
+    ++stats_.calls_by_command[static_cast<size_t>(RouterCommand::kOther)];
+    Refuse(RouterCommand::kOther, start_us, ResultCode::kMalformed, "empty command", done);
+    return;
+  }
+  const CommandSpec* spec = FindCommand(args[0]);
+  if (spec == nullptr) {
+    ++stats_.calls_by_command[static_cast<size_t>(RouterCommand::kOther)];
+    Refuse(RouterCommand::kOther, start_us, ResultCode::kUnknownCommand,
+           StrCat("unknown command '", std::string_view(args[0]).substr(0, 64), "'"), done);
+    return;
+  }
+  const RouterCommand command = spec->command;
+  ++stats_.calls_by_command[static_cast<size_t>(command)];
+  const size_t count = args.size();
+  if ((spec->arity > 0 && count != static_cast<size_t>(spec->arity)) ||
+      (spec->arity < 0 && count < static_cast<size_t>(-spec->arity))) {
+    Refuse(command, start_us, ResultCode::kWrongArity,
+           StrCat("wrong number of arguments for '", spec->name, "'; usage: ", spec->name,
+                  spec->usage.empty() ? "" : " ", spec->usage),
+           done);
+    return;
+  }
+  if (command == RouterCommand::kPing || command == RouterCommand::kInfo) {
+    ShardReply reply;
+    if (command == RouterCommand::kPing && count == 1) {
+      reply.type = ShardReply::Type::kStatus;
+      reply.text = "PONG";
+    } else if (command == RouterCommand::kPing) {
+      reply.type = ShardReply::Type::kBulk;
+      reply.text = args[1];
+    } else {
+      reply.type = ShardReply::Type::kBulk;
+      AppendInfo(count > 1 ? std::string_view(args[1]) : std::string_view("default"), &reply.text);
+    }
+    CountReply(command, start_us, reply);
+    done(std::move(reply));
+    return;
+  }
+  auto call = std::make_shared<Call>();
+  ArgumentError error = CheckArguments(command, args, call->accounts, &call->account_count);
+  if (error.failed()) {
+    Refuse(command, start_us, error.code, error.message, done);
+    return;
+  }
+  if (in_flight_ >= options_.max_in_flight) {
+    ++stats_.overloads;
+    Refuse(command, start_us, ResultCode::kBusy,
+           StrCat("router overloaded: ", in_flight_, " calls in flight; nothing was done, retry later"), done);
+    return;
+  }
+  call->command = command;
+  call->effect = spec->effect;
+  call->args = std::move(args);
+  call->args[0] = std::string(spec->name);
+  if (command == RouterCommand::kTransfer) call->args.resize(6);  // MODE is the router's, not the shard's
+  call->done = std::move(done);
+  call->start_us = start_us;
+  ++in_flight_;
+  if (command == RouterCommand::kTx) {
+    FanOutTx(call);
+  } else {
+    Dispatch(call);
+  }
+}
+
+void RouterCore::Dispatch(const CallPtr& call) {
+  if (map_ == nullptr) {
+    Finish(call, RouterError(ResultCode::kUnavailable, "no partition map loaded yet; nothing was done, retry later"));
+    return;
+  }
+  if (!SameMap(map_.get(), call->hint_map_zxid, call->hint_map_version)) call->hints.clear();
+  const uint32_t partition_count = map_->map.partition_count();
+  std::string_view owners[2];
+  uint32_t partitions[2] = {0, 0};
+  for (size_t i = 0; i < call->account_count; ++i) {
+    partitions[i] = PartitionOf(call->accounts[i], partition_count);
+    owners[i] = map_->map.OwnerOf(partitions[i]);
+    for (const auto& [partition, owner] : call->hints) {
+      if (partition == partitions[i]) owners[i] = owner;
+    }
+  }
+  if (call->account_count == 2 && owners[0] != owners[1]) {
+    ++stats_.cross_shard_refused;
+    Finish(call, RouterError(ResultCode::kCrossShardUnsupported, kCrossShardMessage));
+    return;
+  }
+  const std::string shard_id(owners[0]);
+  const absl::InlinedVector<std::string_view, 8> views(call->args.begin(), call->args.end());
+  absl::Status sent = pool_.Send(shard_id, views, [this, call, shard_id](absl::StatusOr<ShardReply> reply) {
+    OnShardReply(call, shard_id, std::move(reply));
+  });
+  if (!sent.ok()) {
+    if (absl::IsNotFound(sent)) {
+      sent = absl::UnavailableError(StrCat("shard ", shard_id, " (owner of partition ", partitions[0],
+                                           ") is not live and no address is known; the command was not sent"));
+    }
+    Finish(call, LinkFailureReply(*call, shard_id, sent));
+  }
+}
+
+void RouterCore::OnShardReply(const CallPtr& call, const std::string& shard_id, absl::StatusOr<ShardReply> reply) {
+  if (!reply.ok()) {
+    // The callback form of a failure: the command may have run (Unavailable), or
+    // never left (Unauthenticated).
+    absl::Status status = reply.status();
+    Finish(call, LinkFailureReply(*call, shard_id, status));
+    return;
+  }
+  if (reply->is_error() && reply->error_word() == "MOVED" && call->moved_retries < options_.max_moved_retries &&
+      !destroying_) {
+    RetryAfterMoved(call, *reply);
+    return;
+  }
+  if (reply->is_error() && reply->error_code() == ResultCode::kNotAuthenticated) {
+    // The shard wants AUTH the router did not send: the router's setup, not the
+    // client's doing (a NOAUTH passed through would send the client to AUTH in vain).
+    Finish(call, RouterError(ResultCode::kUnavailable,
+                             StrCat(shard_id, " requires AUTH and the router has no password for it (set "
+                                              "--shard_password_file); nothing was done")));
+    return;
+  }
+  Finish(call, *std::move(reply));
+}
+
+void RouterCore::RetryAfterMoved(const CallPtr& call, const ShardReply& moved) {
+  ++call->moved_retries;
+  ++stats_.moved_retries;
+  uint32_t partition;
+  std::string owner;
+  if (map_ != nullptr && ParseMoved(moved, &partition, &owner) && owner != "unknown" && pool_.HasShard(owner)) {
+    if (!SameMap(map_.get(), call->hint_map_zxid, call->hint_map_version)) call->hints.clear();
+    call->hint_map_zxid = map_->created_zxid;
+    call->hint_map_version = map_->version;
+    auto known = std::find_if(call->hints.begin(), call->hints.end(),
+                              [&](const auto& hint) { return hint.first == partition; });
+    if (known != call->hints.end()) {
+      known->second = owner;
+    } else {
+      call->hints.emplace_back(partition, owner);
+    }
+  }
+  // One map read per wait period at most, however many calls were moved.
+  const int64_t now_ms = loop_.now_ms();
+  if (request_refresh_ && (last_refresh_request_ms_ < 0 || now_ms - last_refresh_request_ms_ >= options_.moved_retry_wait_ms)) {
+    last_refresh_request_ms_ = now_ms;
+    ++stats_.map_refreshes;
+    request_refresh_();
+  }
+  const int64_t wait_ms = options_.moved_retry_wait_ms << std::min(call->moved_retries - 1, 10);
+  const uint64_t park_id = next_park_id_++;
+  EventLoop::TimerId timer = loop_.RunAfter(wait_ms, [this, park_id] {
+    auto it = parked_.find(park_id);
+    if (it == parked_.end()) return;
+    CallPtr parked = std::move(it->second.first);
+    parked_.erase(it);
+    Dispatch(parked);
+  });
+  parked_.emplace(park_id, std::make_pair(call, timer));
+}
+
+void RouterCore::FanOutTx(const CallPtr& call) {
+  if (pooled_.empty()) {
+    Finish(call, RouterError(ResultCode::kUnavailable, "no live shards to ask; retry later"));
+    return;
+  }
+  auto fanout = std::make_shared<TxFanout>();
+  fanout->call = call;
+  const std::string_view command[] = {"TX", call->args[1]};
+  for (const auto& [id, address] : pooled_) {
+    const std::string shard_id = id;
+    absl::Status sent = pool_.Send(shard_id, command, [this, fanout, shard_id](absl::StatusOr<ShardReply> reply) {
+      --fanout->waiting;
+      if (fanout->call->finished) return;
+      if (reply.ok() && !reply->is_error() && reply->type != ShardReply::Type::kNil) {
+        ShardReply known = *std::move(reply);
+        if (known.type == ShardReply::Type::kArray) {
+          ShardReply name, value;
+          name.type = value.type = ShardReply::Type::kBulk;
+          name.text = "shard";
+          value.text = shard_id;
+          known.elements.push_back(std::move(name));
+          known.elements.push_back(std::move(value));
+        }
+        Finish(fanout->call, std::move(known));
+        return;
+      }
+      if (!reply.ok()) fanout->failures.push_back(StrCat(shard_id, ": ", FromAbsl(reply.status().message())));
+      if (reply.ok() && reply->is_error()) fanout->failures.push_back(StrCat(shard_id, ": -", reply->text));
+      if (fanout->waiting > 0) return;
+      if (fanout->failures.empty()) {
+        ShardReply nil;
+        nil.type = ShardReply::Type::kNil;
+        Finish(fanout->call, std::move(nil));
+        return;
+      }
+      Finish(fanout->call,
+             RouterError(ResultCode::kUnavailable,
+                         StrCat("no shard that answered knows transaction ", fanout->call->args[1], ", but ",
+                                fanout->failures.size(), " did not answer (", fanout->failures.front(),
+                                "); ask again later")));
+    });
+    if (sent.ok()) {
+      ++fanout->waiting;
+    } else {
+      fanout->failures.push_back(StrCat(shard_id, ": ", FromAbsl(sent.message())));
+    }
+  }
+  if (fanout->waiting == 0) {
+    Finish(call, RouterError(ResultCode::kUnavailable,
+                             StrCat("no shard could be asked about transaction ", call->args[1], " (",
+                                    fanout->failures.front(), "); retry later")));
+  }
+}
+
+ShardReply RouterCore::LinkFailureReply(const Call& call, std::string_view shard_id, const absl::Status& status) {
+  const std::string_view why = FromAbsl(status.message());
+  if (absl::IsResourceExhausted(status)) {
+    ++stats_.overloads;
+    return RouterError(ResultCode::kBusy, StrCat("router overloaded: ", why, "; nothing was done, retry later"));
+  }
+  if (absl::IsUnauthenticated(status)) {
+    return RouterError(ResultCode::kUnavailable,
+                       StrCat(shard_id, ": the shard refused the router's AUTH (check --shard_password): ", why,
+                              "; nothing was done"));
+  }
+  // Unavailable: either refused before sending (the message says "was not sent") or
+  // lost after (outcome unknown).
+  const bool not_sent = why.find("was not sent") != std::string_view::npos;
+  std::string_view advice = "retry later";
+  if (call.effect == Effect::kMutation && !not_sent) {
+    ++stats_.outcome_unknown;
+    advice = "outcome unknown, retry with the same txid";
+  } else if (call.effect == Effect::kOpen && !not_sent) {
+    advice = "outcome unknown, retry (OPEN is idempotent)";
+  } else if (not_sent) {
+    advice = "nothing was done, retry later";
+  }
+  return RouterError(ResultCode::kUnavailable, StrCat(shard_id, ": ", why, "; ", advice));
+}
+
+void RouterCore::Finish(const CallPtr& call, ShardReply reply) {
+  WALLET_CHECK(!call->finished, "a router call answered twice");
+  call->finished = true;
+  WALLET_CHECK(in_flight_ > 0, "router in-flight count underflow");
+  --in_flight_;
+  CountReply(call->command, call->start_us, reply);
+  RouterCallback done = std::move(call->done);
+  done(std::move(reply));
+}
+
+void RouterCore::Refuse(RouterCommand command, int64_t start_us, ResultCode code, std::string_view message,
+                        const RouterCallback& done) {
+  ShardReply reply = RouterError(code, message);
+  CountReply(command, start_us, reply);
+  done(std::move(reply));
+}
+
+void RouterCore::CountReply(RouterCommand command, int64_t start_us, const ShardReply& reply) {
+  const auto index = static_cast<size_t>(command);
+  if (reply.is_error()) {
+    std::optional<ResultCode> code = reply.error_code();
+    ++stats_.errors_by_code[code.has_value() ? static_cast<size_t>(*code) : kErrorSlots - 1];
+  }
+  const int64_t latency_us = std::max<int64_t>(0, MonotonicNowUs() - start_us);
+  size_t bucket = 0;
+  while (bucket < std::size(kCallLatencyBoundsUs) && latency_us > kCallLatencyBoundsUs[bucket]) ++bucket;
+  ++stats_.call_latency_buckets_by_command[index][bucket];
+  stats_.call_latency_sum_us_by_command[index] += static_cast<uint64_t>(latency_us);
+}
+
+RouterStats RouterCore::stats() const {
+  RouterStats stats = stats_;
+  stats.in_flight_now = in_flight_;
+  stats.map_version_now = map_ != nullptr ? map_->version : -1;
+  stats.live_shards_now = live_.size();
+  return stats;
+}
+
+// --- Cluster state ------------------------------------------------------------------
+
+void RouterCore::SetPartitionMap(std::shared_ptr<const cluster::VersionedPartitionMap> map) {
+  if (map == nullptr) return;
+  if (map_ != nullptr) {
+    const bool newer = map->created_zxid > map_->created_zxid ||
+                       (map->created_zxid == map_->created_zxid && map->version > map_->version);
+    if (!newer) return;
+    if (map->map.partition_count() != map_->map.partition_count()) {
+      LogError("partition map version %d has %u partitions instead of %u; ignored", map->version,
+               map->map.partition_count(), map_->map.partition_count());
+      return;
+    }
+  }
+  map_ = std::move(map);
+  LogInfo("routing by partition map version %d (%zu shards own partitions)", map_->version,
+          map_->map.ShardIds().size());
+  UpdatePool();
+  // Calls that wait after a -MOVED go again now, by the new map.
+  auto parked = std::move(parked_);
+  parked_.clear();
+  for (auto& [id, entry] : parked) {
+    loop_.CancelTimer(entry.second);
+    Dispatch(entry.first);
+  }
+}
+
+void RouterCore::SetLiveShards(const std::map<std::string, std::string>& live) {
+  std::map<std::string, std::string> previous = std::move(live_);
+  live_.clear();
+  for (const auto& [id, address] : live) {
+    if (!shardlink::ParseShardAddress(address).ok()) {
+      LogWarning("live shard %s has an unusable address '%s'; ignored", id.c_str(), address.c_str());
+      continue;
+    }
+    live_.emplace(id, address);
+    known_[id] = address;
+  }
+  const std::vector<std::string> owners = map_ != nullptr ? map_->map.ShardIds() : std::vector<std::string>();
+  for (const auto& [id, address] : previous) {
+    if (!live_.contains(id) && std::find(owners.begin(), owners.end(), id) != owners.end()) {
+      LogWarning("shard %s left ZooKeeper's live shards but owns partitions; still routing to its last address %s",
+                 id.c_str(), address.c_str());
+    }
+  }
+  UpdatePool();
+}
+
+void RouterCore::UpdatePool() {
+  std::map<std::string, std::string> pooled = live_;
+  std::vector<std::string> owners;
+  if (map_ != nullptr) owners = map_->map.ShardIds();
+  for (const std::string& owner : owners) {
+    auto known = known_.find(owner);
+    if (known != known_.end()) pooled.emplace(owner, known->second);  // no-op when live
+  }
+  // Forget addresses of shards that are neither live nor owners: known_ stays as
+  // small as the cluster.
+  for (auto it = known_.begin(); it != known_.end();) {
+    bool owner = std::find(owners.begin(), owners.end(), it->first) != owners.end();
+    it = (owner || live_.contains(it->first)) ? std::next(it) : known_.erase(it);
+  }
+  if (pooled == pooled_) return;
+  absl::Status status = pool_.SetShards(pooled);
+  if (!status.ok()) {
+    LogError("shard pool refused the shard list: %s", std::string(status.message()).c_str());
+    return;
+  }
+  pooled_ = std::move(pooled);
+}
+
+// --- INFO ---------------------------------------------------------------------------
+
+void RouterCore::AppendInfo(std::string_view section, std::string* out) const {
+  auto wants = [&](std::string_view name) { return InfoSectionWanted(section, name); };
+  auto join = [](const std::map<std::string, std::string>& shards) {
+    std::string text;
+    for (const auto& [id, address] : shards) StrAppend(&text, text.empty() ? "" : ",", id, "=", address);
+    return text;
+  };
+  if (wants("router")) {
+    StrAppend(out, "# Router\r\n", "router_id:", options_.router_id, "\r\n",
+              "map_version:", map_ != nullptr ? map_->version : -1, "\r\n",
+              "partition_count:", map_ != nullptr ? map_->map.partition_count() : 0, "\r\n",
+              "live_shards:", live_.size(), "\r\n", "live_shard_addresses:", join(live_), "\r\n",
+              "pooled_shards:", pooled_.size(), "\r\n", "pooled_shard_addresses:", join(pooled_), "\r\n",
+              "in_flight:", in_flight_, "\r\n", "max_in_flight:", options_.max_in_flight, "\r\n",
+              "waiting_after_moved:", parked_.size(), "\r\n",
+              "max_moved_retries:", options_.max_moved_retries, "\r\n", "\r\n");
+  }
+  if (wants("stats")) {
+    uint64_t errors = 0;
+    for (uint64_t count : stats_.errors_by_code) errors += count;
+    StrAppend(out, "# Stats\r\n", "total_calls:", stats_.calls, "\r\n");
+    for (size_t i = 0; i < static_cast<size_t>(RouterCommand::kCount_); ++i) {
+      std::string name(RouterCommandName(static_cast<RouterCommand>(i)));
+      for (char& c : name) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+      StrAppend(out, "calls_", name, ":", stats_.calls_by_command[i], "\r\n");
+    }
+    StrAppend(out, "total_error_replies:", errors, "\r\n", "moved_retries:", stats_.moved_retries, "\r\n",
+              "map_refreshes:", stats_.map_refreshes, "\r\n", "overloads:", stats_.overloads, "\r\n",
+              "outcome_unknown:", stats_.outcome_unknown, "\r\n",
+              "cross_shard_refused:", stats_.cross_shard_refused, "\r\n", "\r\n");
+  }
+  if (wants("errorstats")) {
+    StrAppend(out, "# Errorstats\r\n");
+    for (size_t i = 0; i < kErrorSlots; ++i) {
+      if (stats_.errors_by_code[i] == 0) continue;
+      std::string_view name = i < static_cast<size_t>(ResultCode::kCount_) ? ResultCodeName(static_cast<ResultCode>(i))
+                                                                           : std::string_view("OTHER");
+      StrAppend(out, "errorstat_", name, ":count=", stats_.errors_by_code[i], "\r\n");
+    }
+    StrAppend(out, "\r\n");
+  }
+  if (wants("shards")) {
+    const shardlink::ShardLinkStats links = pool_.stats();
+    StrAppend(out, "# Shards\r\n", "shard_commands_sent:", links.sent, "\r\n",
+              "shard_replies:", links.replied, "\r\n", "shard_error_replies:", links.error_replies, "\r\n",
+              "shard_overloads:", links.overloads, "\r\n", "shard_refused_unavailable:", links.refused_unavailable,
+              "\r\n", "shard_failed_unavailable:", links.failed_unavailable, "\r\n",
+              "shard_command_timeouts:", links.command_timeouts, "\r\n",
+              "shard_reconnects:", links.reconnects, "\r\n", "shard_auth_failures:", links.auth_failures, "\r\n",
+              "shard_links_connected:", links.connected, "\r\n");
+    size_t index = 0;
+    for (const shardlink::ShardLinkInfo& link : pool_.Links()) {
+      StrAppend(out, "link", index++, ":shard=", link.shard_id, ",address=", link.address,
+                ",state=", shardlink::LinkStateName(link.state), ",in_flight=", link.in_flight,
+                ",last_error=", link.last_error, "\r\n");
+    }
+    StrAppend(out, "\r\n");
+  }
+}
+
+}  // namespace wallet::router

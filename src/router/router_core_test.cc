@@ -1,0 +1,367 @@
+// router_core_test.cc — RouterCore on a real EventLoop and ShardPool, in front of
+// fake shards: small RESP servers on the same loop whose replies each test scripts
+// (MOVED here, nil there, no reply at all). Checks what the core adds: argument
+// checks with no round trip, routing, cross-shard refusal, MOVED retries and their
+// bound, TX fan-out, overload, failure advice and the pool's sticky owners.
+//
+// Nothing asserts on timing: the loop runs until the awaited reply is in, and the
+// deadline only bounds how long a broken core can hang a test.
+#include "router/router_core.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "common/net.h"
+#include "common/partition.h"
+#include "common/resp.h"
+#include "common/strings.h"
+#include "gtest/gtest.h"
+
+namespace wallet::router {
+namespace {
+
+using shardlink::ShardReply;
+using Args = std::vector<std::string>;
+
+constexpr int64_t kHangLimitMs = 20'000;  // bounds a hang, never a success
+constexpr uint32_t kPartitions = 16;      // shard-a owns 0-7, shard-b 8-15
+
+// A RESP server on the loop that records each command and answers with what
+// `handler` returns: raw RESP bytes, nullopt for no answer at all, or kHangUp to
+// close the connection.
+class FakeShard {
+ public:
+  using Handler = std::function<std::optional<std::string>(const Args& command)>;
+  static constexpr char kHangUp[] = "<hang up>";
+
+  FakeShard(EventLoop& loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {
+    absl::StatusOr<ListeningSocket> listening = ListenTcp("127.0.0.1", 0);
+    EXPECT_TRUE(listening.ok()) << listening.status();
+    listen_fd_ = listening->fd;
+    port_ = listening->port;
+    listen_watch_ = *loop_.WatchFd(listen_fd_, FdInterest::kRead, [this](FdReadiness) { Accept(); });
+  }
+  ~FakeShard() {
+    for (auto& [fd, client] : clients_) {
+      loop_.UnwatchFd(client.watch);
+      close(fd);
+    }
+    loop_.UnwatchFd(listen_watch_);
+    close(listen_fd_);
+  }
+
+  std::string address() const { return StrCat("127.0.0.1:", port_); }
+  const std::vector<Args>& commands() const { return commands_; }
+
+ private:
+  struct Client {
+    EventLoop::WatchId watch = 0;
+    std::string buffer;
+    resp::RequestParser parser{resp::Limits{}};
+  };
+
+  void Accept() {
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    clients_[fd].watch = *loop_.WatchFd(fd, FdInterest::kRead, [this, fd](FdReadiness) { Read(fd); });
+  }
+
+  void Read(int fd) {
+    Client& client = clients_[fd];
+    char chunk[4096];
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n <= 0) {
+      HangUp(fd);
+      return;
+    }
+    client.buffer.append(chunk, static_cast<size_t>(n));
+    size_t consumed = 0;
+    std::vector<std::string_view> args;
+    while (client.parser.Next(client.buffer, &consumed, &args) == resp::RequestParser::Status::kCommand) {
+      Args command(args.begin(), args.end());
+      commands_.push_back(command);
+      std::optional<std::string> reply = handler_(command);
+      if (!reply.has_value()) continue;
+      if (*reply == kHangUp) {
+        HangUp(fd);
+        return;
+      }
+      ASSERT_EQ(write(fd, reply->data(), reply->size()), static_cast<ssize_t>(reply->size()));
+    }
+    client.buffer.erase(0, consumed);
+  }
+
+  void HangUp(int fd) {
+    loop_.UnwatchFd(clients_[fd].watch);
+    close(fd);
+    clients_.erase(fd);
+  }
+
+  EventLoop& loop_;
+  Handler handler_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  EventLoop::WatchId listen_watch_ = 0;
+  std::map<int, Client> clients_;
+  std::vector<Args> commands_;
+};
+
+FakeShard::Handler Always(std::string reply) {
+  return [reply](const Args&) { return std::optional<std::string>(reply); };
+}
+
+// An account whose partition is in [first, last].
+uint64_t AccountIn(uint32_t first, uint32_t last, uint64_t start = 1) {
+  for (uint64_t account = start;; ++account) {
+    const uint32_t partition = PartitionOf(account, kPartitions);
+    if (partition >= first && partition <= last) return account;
+  }
+}
+
+std::shared_ptr<const cluster::VersionedPartitionMap> EvenMap(int32_t version) {
+  auto map = std::make_shared<cluster::VersionedPartitionMap>();
+  map->map = *cluster::PartitionMap::Even(kPartitions, {"shard-a", "shard-b"});
+  map->version = version;
+  map->created_zxid = 1;
+  return map;
+}
+
+class RouterCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    loop_ = *EventLoop::Create();
+    shardlink::ShardPoolOptions pool_options;
+    pool_options.connections_per_shard = 1;
+    pool_options.connection.backoff_initial_ms = 5;
+    pool_options.connection.backoff_max_ms = 20;
+    pool_ = *shardlink::ShardPool::Create(*loop_, pool_options);
+  }
+  void TearDown() override {
+    pool_.reset();  // fails what is in flight: its callbacks reach the core
+    core_.reset();
+    shards_.clear();
+    loop_.reset();
+  }
+
+  // Starts the core with two fake shards behind map version 0.
+  void Start(FakeShard::Handler a, FakeShard::Handler b, RouterCoreOptions options = {}) {
+    options.router_id = "router-test";
+    core_ = std::make_unique<RouterCore>(*loop_, *pool_, options);
+    core_->SetMapRefresher([this] { ++refreshes_; });
+    shards_["shard-a"] = std::make_unique<FakeShard>(*loop_, std::move(a));
+    shards_["shard-b"] = std::make_unique<FakeShard>(*loop_, std::move(b));
+    core_->SetLiveShards({{"shard-a", shards_["shard-a"]->address()}, {"shard-b", shards_["shard-b"]->address()}});
+    core_->SetPartitionMap(EvenMap(0));
+  }
+
+  // Runs one call to its end; the reply as text.
+  std::string Run(const Args& args) {
+    std::optional<ShardReply> reply;
+    core_->Execute(args, [&](ShardReply value) { reply = std::move(value); });
+    EXPECT_TRUE(loop_->RunUntil([&] { return reply.has_value(); }, kHangLimitMs).ok()) << "no reply";
+    return reply.has_value() ? reply->ToString() : "(none)";
+  }
+
+  // The reply if the call is answered inside Execute, else "(later)".
+  std::string RunAtOnce(const Args& args) {
+    // Shared with the callback, which may run after this returns (at TearDown).
+    auto reply = std::make_shared<std::optional<ShardReply>>();
+    core_->Execute(args, [reply](ShardReply value) { *reply = std::move(value); });
+    return reply->has_value() ? (*reply)->ToString() : "(later)";
+  }
+
+  size_t Sent() const {
+    size_t count = 0;
+    for (const auto& [id, shard] : shards_) count += shard->commands().size();
+    return count;
+  }
+
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<shardlink::ShardPool> pool_;
+  std::unique_ptr<RouterCore> core_;
+  std::map<std::string, std::unique_ptr<FakeShard>> shards_;
+  int refreshes_ = 0;
+};
+
+TEST_F(RouterCoreTest, MalformedCallsAreAnsweredAtOnceWithoutAShard) {
+  Start(Always("+OK\r\n"), Always("+OK\r\n"));
+  const std::string a = StrCat(AccountIn(0, 7));
+  const std::string b = StrCat(AccountIn(0, 7, AccountIn(0, 7) + 1));
+  const struct {
+    Args args;
+    std::string reply;
+  } kCases[] = {
+      {{"NOPE"}, "-UNKNOWN_COMMAND unknown command 'NOPE'"},
+      {{"OPEN", a}, "-WRONG_ARITY wrong number of arguments for 'OPEN'; usage: OPEN account currency"},
+      {{"open", "x", "USD"}, "-MALFORMED account must be an unsigned 64-bit decimal integer, got 'x'"},
+      {{"OPEN", a, "US"}, "-MALFORMED currency must be three letters A-Z, got 'US'"},
+      {{"DEPOSIT", a, "-5", "t"}, "-MALFORMED amount must be a positive integer of minor units up to "
+                                  "9223372036854775807, got '-5'"},
+      {{"WITHDRAW", a, "5", ""}, "-MALFORMED transaction id must be 1-64 visible ASCII characters"},
+      {{"TRANSFER", a, b, "5", "USD"},
+       "-WRONG_ARITY wrong number of arguments for 'TRANSFER'; usage: TRANSFER from to amount currency txid "
+       "[MODE tcc|saga]"},
+      {{"TRANSFER", a, b, "5", "USD", "t", "MODE"},
+       "-WRONG_ARITY wrong number of arguments for 'TRANSFER'; usage: TRANSFER from to amount currency txid "
+       "[MODE tcc|saga]"},
+      {{"TRANSFER", a, b, "5", "USD", "t", "MODE", "xa"}, "-MALFORMED mode must be tcc or saga, got 'xa'"},
+      {{"TRANSFER", a, b, "5", "USD", "t", "WITH", "tcc"},
+       "-MALFORMED expected nothing or MODE tcc|saga after the txid"},
+      {{"TRANSFER", a, a, "5", "USD", "t"}, "-SAME_ACCOUNT a transfer needs two different accounts"},
+      {{"BALANCE", "00"}, "-MALFORMED account must be an unsigned 64-bit decimal integer, got '00'"},
+      {{"TX", std::string(65, 'x')}, "-MALFORMED transaction id must be 1-64 visible ASCII characters"},
+      {{"PING"}, "+PONG"},
+      {{"ping", "hi"}, "\"hi\""},
+  };
+  for (const auto& test : kCases) EXPECT_EQ(RunAtOnce(test.args), test.reply) << test.args[0];
+  EXPECT_EQ(Sent(), 0u);
+  const RouterStats stats = core_->stats();
+  EXPECT_EQ(stats.calls, std::size(kCases));
+  EXPECT_EQ(stats.errors_by_code[static_cast<size_t>(ResultCode::kMalformed)], 8u);
+  EXPECT_EQ(stats.calls_by_command[static_cast<size_t>(RouterCommand::kOther)], 1u);
+  EXPECT_EQ(stats.in_flight_now, 0u);
+}
+
+TEST_F(RouterCoreTest, SameShardTransferIsOneShardTransferWithoutTheMode) {
+  Start(Always("+OK\r\n"), Always("+OK\r\n"));
+  const std::string from = StrCat(AccountIn(8, 15));
+  const std::string to = StrCat(AccountIn(8, 15, AccountIn(8, 15) + 1));
+  EXPECT_EQ(Run({"transfer", from, to, "250", "EUR", "tx-1", "mode", "saga"}), "+OK");
+  ASSERT_EQ(shards_["shard-b"]->commands().size(), 1u);
+  EXPECT_EQ(shards_["shard-b"]->commands()[0], (Args{"TRANSFER", from, to, "250", "EUR", "tx-1"}));
+  EXPECT_TRUE(shards_["shard-a"]->commands().empty());
+}
+
+TEST_F(RouterCoreTest, CrossShardTransferIsRefusedAndNothingIsSent) {
+  Start(Always("+OK\r\n"), Always("+OK\r\n"));
+  EXPECT_EQ(RunAtOnce({"TRANSFER", StrCat(AccountIn(0, 7)), StrCat(AccountIn(8, 15)), "1", "USD", "x"}),
+            "-CROSS_SHARD_UNSUPPORTED cross-shard transfers need the TC/C or saga executors (not yet available); "
+            "nothing was done");
+  EXPECT_EQ(Sent(), 0u);
+  EXPECT_EQ(core_->stats().cross_shard_refused, 1u);
+}
+
+TEST_F(RouterCoreTest, MovedIsRetriedAtTheOwnerItNames) {
+  const uint64_t account = AccountIn(0, 7);
+  const std::string moved = StrCat("-MOVED ", PartitionOf(account, kPartitions), " shard-b partition moved\r\n");
+  Start(Always(moved), Always("*3\r\n:5\r\n:0\r\n$3\r\nUSD\r\n"));
+  EXPECT_EQ(Run({"BALANCE", StrCat(account)}), "[:5, :0, \"USD\"]");
+  EXPECT_EQ(shards_["shard-a"]->commands().size(), 1u);
+  EXPECT_EQ(shards_["shard-b"]->commands().size(), 1u);
+  EXPECT_EQ(core_->stats().moved_retries, 1u);
+  EXPECT_EQ(core_->stats().map_refreshes, 1u);
+  EXPECT_EQ(refreshes_, 1);
+}
+
+TEST_F(RouterCoreTest, MovedRetriesAreBoundedAndThenTheClientGetsMoved) {
+  const uint64_t account = AccountIn(0, 7);
+  const std::string partition = StrCat(PartitionOf(account, kPartitions));
+  RouterCoreOptions options;
+  options.max_moved_retries = 3;
+  options.moved_retry_wait_ms = 1;
+  // Each shard says the other one owns it.
+  Start(Always(StrCat("-MOVED ", partition, " shard-b no\r\n")), Always(StrCat("-MOVED ", partition, " shard-a no\r\n")),
+        options);
+  const std::string reply = Run({"DEPOSIT", StrCat(account), "5", "t-1"});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(reply), "-MOVED ")) << reply;
+  EXPECT_EQ(Sent(), 4u);  // the first send and 3 retries
+  EXPECT_EQ(core_->stats().moved_retries, 3u);
+  EXPECT_EQ(core_->stats().errors_by_code[static_cast<size_t>(ResultCode::kWrongPartition)], 1u);
+}
+
+TEST_F(RouterCoreTest, ANewerMapSendsTheCallsWaitingAfterMovedAtOnce) {
+  const uint64_t account = AccountIn(0, 7);
+  const uint32_t partition = PartitionOf(account, kPartitions);
+  RouterCoreOptions options;
+  options.moved_retry_wait_ms = 600'000;  // only the new map can wake the call in time
+  Start(Always(StrCat("-MOVED ", partition, " unknown gone\r\n")), Always("+OK\r\n"), options);
+  std::optional<ShardReply> reply;
+  core_->Execute({"OPEN", StrCat(account), "USD"}, [&](ShardReply value) { reply = std::move(value); });
+  ASSERT_TRUE(loop_->RunUntil([&] { return shards_["shard-a"]->commands().size() == 1; }, kHangLimitMs).ok());
+  ASSERT_TRUE(loop_->RunUntil([&] { return core_->stats().moved_retries == 1; }, kHangLimitMs).ok());
+  EXPECT_FALSE(reply.has_value());
+  auto map = std::make_shared<cluster::VersionedPartitionMap>(*EvenMap(1));
+  PartitionSet moved(kPartitions);
+  moved.Add(partition);
+  ASSERT_TRUE(map->map.Assign(moved, "shard-b").ok());
+  core_->SetPartitionMap(map);
+  ASSERT_TRUE(loop_->RunUntil([&] { return reply.has_value(); }, kHangLimitMs).ok());
+  EXPECT_EQ(reply->ToString(), "+OK");
+  EXPECT_EQ(shards_["shard-b"]->commands().size(), 1u);
+  EXPECT_EQ(core_->stats().map_version_now, 1);
+}
+
+TEST_F(RouterCoreTest, TxAnswersWithTheShardThatKnowsTheTransaction) {
+  Start(Always("$-1\r\n"), Always("*4\r\n$4\r\nkind\r\n$5\r\nlocal\r\n$5\r\nstate\r\n$9\r\ncommitted\r\n"));
+  EXPECT_EQ(Run({"TX", "tx-9"}), "[\"kind\", \"local\", \"state\", \"committed\", \"shard\", \"shard-b\"]");
+  EXPECT_EQ(shards_["shard-a"]->commands(), (std::vector<Args>{{"TX", "tx-9"}}));
+}
+
+TEST_F(RouterCoreTest, TxIsUnknownOnlyWhenEveryShardAnswered) {
+  Start(Always("$-1\r\n"), Always("$-1\r\n"));
+  EXPECT_EQ(Run({"TX", "tx-9"}), "(nil)");
+  // A shard that hangs up: its answer is missing, so "unknown" cannot be said.
+  shards_["shard-b"] = std::make_unique<FakeShard>(*loop_, Always(FakeShard::kHangUp));
+  core_->SetLiveShards({{"shard-a", shards_["shard-a"]->address()}, {"shard-b", shards_["shard-b"]->address()}});
+  const std::string reply = Run({"TX", "tx-9"});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(reply), "-UNAVAILABLE no shard that answered knows transaction tx-9, but 1 "
+                                              "did not answer"))
+      << reply;
+}
+
+TEST_F(RouterCoreTest, CallsBeyondMaxInFlightAreBusyAtOnce) {
+  RouterCoreOptions options;
+  options.max_in_flight = 2;
+  auto never = [](const Args&) { return std::optional<std::string>(); };
+  Start(never, never, options);
+  const std::string account = StrCat(AccountIn(0, 7));
+  EXPECT_EQ(RunAtOnce({"BALANCE", account}), "(later)");
+  EXPECT_EQ(RunAtOnce({"BALANCE", account}), "(later)");
+  const std::string busy = RunAtOnce({"BALANCE", account});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(busy), "-BUSY router overloaded: 2 calls in flight")) << busy;
+  EXPECT_EQ(RunAtOnce({"PING"}), "+PONG");  // answered by the router itself
+  EXPECT_EQ(core_->stats().overloads, 1u);
+  EXPECT_EQ(core_->in_flight(), 2u);
+}
+
+TEST_F(RouterCoreTest, AShardLostMidCallGivesUnavailableWithTheRightAdvice) {
+  Start(Always(FakeShard::kHangUp), Always("-NOAUTH authentication required\r\n"));
+  const std::string lost = Run({"DEPOSIT", StrCat(AccountIn(0, 7)), "5", "t-1"});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(lost), "-UNAVAILABLE shard-a: ")) << lost;
+  EXPECT_TRUE(absl::EndsWith(ToAbsl(lost), "; outcome unknown, retry with the same txid")) << lost;
+  EXPECT_EQ(core_->stats().outcome_unknown, 1u);
+  const std::string noauth = Run({"BALANCE", StrCat(AccountIn(8, 15))});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(noauth), "-UNAVAILABLE shard-b requires AUTH")) << noauth;
+  // An owner with no address at all: nothing is sent.
+  auto map = std::make_shared<cluster::VersionedPartitionMap>(*EvenMap(1));
+  ASSERT_TRUE(map->map.Assign(PartitionSet::All(kPartitions), "shard-z").ok());
+  core_->SetPartitionMap(map);
+  const std::string nowhere = RunAtOnce({"WITHDRAW", StrCat(AccountIn(0, 7)), "5", "t-2"});
+  EXPECT_TRUE(absl::StrContains(ToAbsl(nowhere), "shard shard-z (owner of partition")) << nowhere;
+  EXPECT_TRUE(absl::EndsWith(ToAbsl(nowhere), "nothing was done, retry later")) << nowhere;
+}
+
+TEST_F(RouterCoreTest, OwnersThatLeaveTheLiveShardsStayInThePoolOthersGo) {
+  Start(Always("+OK\r\n"), Always("+OK\r\n"));
+  core_->SetLiveShards({{"shard-a", shards_["shard-a"]->address()},
+                        {"shard-b", shards_["shard-b"]->address()},
+                        {"shard-c", "127.0.0.1:1"}});
+  EXPECT_EQ(core_->pooled_shards().size(), 3u);
+  core_->SetLiveShards({{"shard-a", shards_["shard-a"]->address()}});
+  EXPECT_EQ(core_->pooled_shards(), (std::map<std::string, std::string>{{"shard-a", shards_["shard-a"]->address()},
+                                                                        {"shard-b", shards_["shard-b"]->address()}}));
+  EXPECT_EQ(core_->stats().live_shards_now, 1u);
+  // The sticky owner is still reached.
+  EXPECT_EQ(Run({"OPEN", StrCat(AccountIn(8, 15)), "USD"}), "+OK");
+}
+
+}  // namespace
+}  // namespace wallet::router
