@@ -7,6 +7,8 @@
 // they run, ZooKeeper going away and coming back, and a session that expires.
 #include <hiredis/hiredis.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -220,7 +222,7 @@ TEST_F(ShardClusterTest, SecondShardWithTheSameIdIsRefused) {
   ASSERT_NE(shard0, nullptr);
   ASSERT_TRUE(Eventually([&] { return !Registered("shard-0").empty(); }));
   std::vector<std::string> argv = {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("twin.port")};
-  for (const std::string& flag : ShardFlags("shard-0")) {
+  for (const std::string& flag : ShardFlags("shard-0", {"--shard_id_wait_ms=500"})) {
     argv.push_back(absl::StartsWith(flag, "--data_dir") ? "--data_dir=" + dir_->File("twin") : flag);
   }
   absl::StatusOr<std::unique_ptr<ChildProcess>> twin = ChildProcess::Start(argv, dir_->File("twin.log"));
@@ -229,6 +231,24 @@ TEST_F(ShardClusterTest, SecondShardWithTheSameIdIsRefused) {
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(status->exited && status->code == 1) << status->ToString();
   EXPECT_NE((*twin)->ReadLog().find("taken by another live shard"), std::string::npos) << (*twin)->ReadLog();
+}
+
+// A shard killed with SIGKILL leaves its node until its session times out; the
+// restarted shard waits for it to go instead of giving up, then serves again.
+TEST_F(ShardClusterTest, KilledShardRestartsUnderItsIdOnceTheOldSessionEnds) {
+  ServerProcess* shard0 = StartShard("shard-0");
+  ASSERT_NE(shard0, nullptr);
+  const uint64_t low = AccountIn(0, 7);
+  ASSERT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+  ASSERT_TRUE(Eventually([&] { return !Registered("shard-0").empty(); }));
+  ASSERT_TRUE(shard0->process().Signal(SIGKILL).ok());
+  ASSERT_TRUE(shard0->process().Wait(10s).ok());
+  shards_.clear();
+  ASSERT_FALSE(Registered("shard-0").empty()) << "the old session's node should still be there";
+  ServerProcess* again = StartShard("shard-0");  // ready only once registered
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(Registered("shard-0"), absl::StrCat("127.0.0.1:", again->port()));
+  EXPECT_EQ(Call(again->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");  // replayed: same account
 }
 
 TEST_F(ShardClusterTest, PartitionCountOtherThanTheClusterIsRefused) {

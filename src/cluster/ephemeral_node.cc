@@ -1,6 +1,8 @@
 #include "cluster/ephemeral_node.h"
 
+#include <chrono>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "common/log.h"
@@ -127,6 +129,21 @@ void EphemeralNode::OnNodeEvent(NodeEvent event, const std::string& path) {
   // Deleted: create it again. Created or changed: look again, which re-arms the
   // watch and tells whether it is ours.
   Attempt();
+}
+
+absl::Status EphemeralNode::RegisterWaiting(int64_t wait_ms) {
+  absl::Status status = Register();
+  if (!absl::IsAlreadyExists(status)) return status;
+  LogWarning("%s is held by another ZooKeeper session (a previous run that did not stop cleanly?); "
+             "waiting up to %lld ms for it to go",
+             path_.c_str(), static_cast<long long>(wait_ms));
+  constexpr auto kPollInterval = std::chrono::milliseconds(50);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (registered()) return absl::OkStatus();
+    std::this_thread::sleep_for(kPollInterval);
+  }
+  return registered() ? absl::OkStatus() : last_status();
 }
 
 }  // namespace wallet::cluster

@@ -44,6 +44,11 @@ class EphemeralNode : public ZkListener {
   // AlreadyExists when another live session owns it; Unavailable when ZooKeeper
   // could not be reached (it is retried on reconnection either way).
   absl::Status Register();
+  // Register(), and when another session holds the node (a previous run of the
+  // same process that was killed: its session lives until it times out), waits up
+  // to wait_ms for that session's node to go and ours to take its place. Still
+  // AlreadyExists after that: a second live owner. Blocks the caller.
+  absl::Status RegisterWaiting(int64_t wait_ms);
 
   const std::string& path() const { return path_; }
   // True while the node is known to exist and belong to the current session.

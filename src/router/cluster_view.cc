@@ -17,7 +17,6 @@ constexpr auto kMinRefreshInterval = std::chrono::milliseconds(100);
 // Loop timer that delivers what a refused Post could not.
 constexpr int64_t kDeliveryPeriodMs = 1000;
 // How often Register() looks whether a held router id has been freed.
-constexpr auto kRegisterPollInterval = std::chrono::milliseconds(100);
 
 bool Newer(const cluster::VersionedPartitionMap& candidate, const cluster::VersionedPartitionMap* current) {
   return current == nullptr || candidate.created_zxid > current->created_zxid ||
@@ -102,17 +101,7 @@ absl::Status ClusterView::Register(const std::string& address, int64_t wait_ms) 
     LogWarning("cannot make sure %s exists: %s", paths_.routers().c_str(), std::string(status.message()).c_str());
   }
   node_ = std::make_unique<cluster::EphemeralNode>(client_.get(), paths_.router(options_.router_id), address);
-  absl::Status status = node_->Register();
-  if (!absl::IsAlreadyExists(status)) return status;
-  LogWarning("router id %s is held by another ZooKeeper session (a previous run that did not stop cleanly?); "
-             "waiting up to %lld ms for it to go",
-             options_.router_id.c_str(), static_cast<long long>(wait_ms));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (node_->registered()) return absl::OkStatus();
-    std::this_thread::sleep_for(kRegisterPollInterval);
-  }
-  return node_->registered() ? absl::OkStatus() : node_->last_status();
+  return node_->RegisterWaiting(wait_ms);
 }
 
 // --- Hand-over to the loop ----------------------------------------------------------

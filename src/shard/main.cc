@@ -48,6 +48,9 @@ ABSL_FLAG(std::string, shard_id, "", "This shard's id in the partition map, e.g.
 ABSL_FLAG(std::string, advertise_address, "",
           "host:port routers use to reach this shard (default: --bind and the bound port).");
 ABSL_FLAG(int32_t, zk_session_timeout_ms, 10'000, "ZooKeeper session timeout.");
+ABSL_FLAG(int64_t, shard_id_wait_ms, -1,
+          "At start, how long to wait for --shard_id to be released by an older session (a shard "
+          "killed without a clean stop) before giving up. -1: the session timeout plus 5 s.");
 ABSL_FLAG(int64_t, idempotency_window_ms, 10 * 60 * 1000,
           "How long finished transactions and fences are remembered so that a retry "
           "with the same transaction id is recognised. Memory grows with "
@@ -271,7 +274,9 @@ int main(int argc, char** argv) {
     membership->Attach(&server);
     std::string address = absl::GetFlag(FLAGS_advertise_address);
     if (address.empty()) address = options.bind_address + ":" + std::to_string(server.port());
-    if (absl::Status status = membership->Register(address); !status.ok()) {
+    int64_t wait_ms = absl::GetFlag(FLAGS_shard_id_wait_ms);
+    if (wait_ms < 0) wait_ms = absl::GetFlag(FLAGS_zk_session_timeout_ms) + 5'000;
+    if (absl::Status status = membership->Register(address, wait_ms); !status.ok()) {
       // Unavailable is retried by the node itself; another live owner is fatal.
       if (absl::IsAlreadyExists(status)) {
         wallet::LogError("shard id %s is taken by another live shard: %s", absl::GetFlag(FLAGS_shard_id).c_str(),

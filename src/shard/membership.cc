@@ -88,10 +88,10 @@ void ShardMembership::Attach(ShardServer* server) {
   PostLocked(latest_);
 }
 
-absl::Status ShardMembership::Register(const std::string& address) {
+absl::Status ShardMembership::Register(const std::string& address, int64_t wait_ms) {
   node_ = std::make_unique<cluster::EphemeralNode>(
       client_.get(), cluster::ClusterPaths(options_.cluster).shard(options_.shard_id), address);
-  return node_->Register();
+  return node_->RegisterWaiting(wait_ms);
 }
 
 }  // namespace wallet::shard

@@ -67,8 +67,9 @@ class ShardMembership {
   // From now on each new map is posted to `server`'s loop (null: stop). Also posts
   // the current map at once.
   void Attach(ShardServer* server);
-  // Creates the ephemeral node announcing `address` ("host:port").
-  absl::Status Register(const std::string& address);
+  // Creates the ephemeral node announcing `address` ("host:port"), waiting up to
+  // wait_ms for a previous run's session to release it (EphemeralNode::RegisterWaiting).
+  absl::Status Register(const std::string& address, int64_t wait_ms);
 
  private:
   explicit ShardMembership(const MembershipOptions& options) : options_(options) {}
