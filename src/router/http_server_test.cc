@@ -65,7 +65,8 @@ ShardReply BalanceReply(int64_t available, int64_t held, std::string currency) {
 // by the test thread: everything under one mutex.
 class FakeRouter : public Router {
  public:
-  void Execute(std::vector<std::string> args, RouterCallback done) override {
+  using Router::Execute;
+  void Execute(std::vector<std::string> args, RouterCallback done, uint64_t /*order_key*/) override {
     std::optional<ShardReply> reply;
     {
       std::lock_guard<std::mutex> lock(mutex_);

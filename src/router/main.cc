@@ -57,7 +57,8 @@ ABSL_FLAG(uint64_t, max_in_flight_per_shard, 20'000,
 ABSL_FLAG(uint64_t, max_in_flight, 100'000,
           "Calls being answered at once over all clients; past it calls get -BUSY at once.");
 ABSL_FLAG(uint64_t, max_pending_per_client, 1'024,
-          "Calls awaiting their answer on one client connection; past it calls get -BUSY at once.");
+          "Calls awaiting their answer on one client connection; at it the router stops reading that "
+          "connection until some are answered (a pipelining client is slowed, not refused).");
 ABSL_FLAG(uint64_t, max_queued_replies_per_client, 16'384,
           "Replies owed to one client connection (answered or not, kept in command order); at it "
           "the router stops reading that connection until the client reads its replies.");

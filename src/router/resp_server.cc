@@ -211,7 +211,10 @@ void RespServer::HandleReadable(Connection* connection) {
 }
 
 bool RespServer::CanRead(const Connection& connection) const {
+  // A client that pipelines more than max_pending_per_client calls is not read
+  // until some are answered (backpressure through TCP), rather than refused.
   return !connection.closing && !connection.closed && !draining_ &&
+         connection.pending_calls < options_.max_pending_per_client &&
          connection.slots.size() < options_.max_queued_replies_per_client &&
          connection.pending_output() <= options_.max_output_bytes;
 }
@@ -269,6 +272,18 @@ void RespServer::HandleCommand(Connection* connection, const std::vector<std::st
     AddReadySlot(connection, ErrorBytes(ResultCode::kNotAuthenticated, "authentication required"));
     return;
   }
+  if (EqualsIgnoreCase(name, "ECHO")) {
+    // ECHO is what `redis-cli --pipe` sends last to learn that every reply came.
+    if (args.size() != 2) {
+      AddReadySlot(connection, ErrorBytes(ResultCode::kWrongArity,
+                                          "wrong number of arguments for 'ECHO'; usage: ECHO message"));
+      return;
+    }
+    std::string bytes;
+    resp::ReplyWriter(&bytes).Bulk(args[1]);
+    AddReadySlot(connection, std::move(bytes));
+    return;
+  }
   if (EqualsIgnoreCase(name, "INFO")) {
     const std::string_view section = args.size() > 1 ? args[1] : std::string_view("default");
     std::string text;
@@ -289,10 +304,12 @@ void RespServer::HandleCommand(Connection* connection, const std::vector<std::st
   const uint64_t sequence = connection->next_sequence++;
   connection->slots.emplace_back();
   ++connection->pending_calls;
-  router_.Execute(std::vector<std::string>(args.begin(), args.end()),
-                  [this, alive = alive_, id = connection->id, sequence](shardlink::ShardReply reply) {
-                    if (*alive) OnReply(id, sequence, reply);
-                  });
+  router_.Execute(
+      std::vector<std::string>(args.begin(), args.end()),
+      [this, alive = alive_, id = connection->id, sequence](shardlink::ShardReply reply) {
+        if (*alive) OnReply(id, sequence, reply);
+      },
+      /*order_key=*/connection->id);
 }
 
 void RespServer::HandleAuth(Connection* connection, const std::vector<std::string_view>& args) {
@@ -338,8 +355,12 @@ void RespServer::OnReply(uint64_t connection_id, uint64_t sequence, const shardl
   resp::ReplyWriter writer(&slot.bytes);
   WriteReply(writer, reply);
   slot.ready = true;
+  const bool was_at_bound = connection->pending_calls == options_.max_pending_per_client;
   --connection->pending_calls;
   MoveReadySlots(connection);
+  // A connection paused at the bound reads again (UpdateInterest, after the flush)
+  // even when this reply is not the first one owed.
+  if (was_at_bound) MarkDirty(connection);
 }
 
 void RespServer::MoveReadySlots(Connection* connection) {

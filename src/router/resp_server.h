@@ -12,10 +12,11 @@
 //     filled are moved to the output buffer, in order. Writes happen once per loop
 //     turn for every connection that got replies (a timer due at once, which runs
 //     after the turn's socket events);
-//   - bounds: at most max_pending_per_client calls awaiting the router (the next
-//     ones are answered -BUSY at once); at most max_queued_replies_per_client reply
-//     slots (answered or not) and max_output_bytes unsent bytes: past either, the
-//     server stops reading the connection until its client reads replies; at most
+//   - bounds: at most max_pending_per_client calls awaiting the router, at most
+//     max_queued_replies_per_client reply slots (answered or not) and
+//     max_output_bytes unsent bytes: past any of them the server stops reading the
+//     connection until calls are answered and the client reads its replies
+//     (backpressure through TCP: a pipelining client is slowed, not refused); at most
 //     max_query_bytes of an unfinished request;
 //   - AUTH [default] password (when a password is set, every command but AUTH and
 //     QUIT is refused -NOAUTH until it succeeds), QUIT, INFO (the info callback's
@@ -60,7 +61,7 @@ struct RespServerOptions {
   size_t max_clients = 10'000;
   size_t max_query_bytes = 1u << 20;    // bytes of one unfinished request
   size_t max_output_bytes = 64u << 20;  // unsent reply bytes before reading pauses
-  size_t max_pending_per_client = 1'024;          // calls awaiting the router; beyond: -BUSY
+  size_t max_pending_per_client = 1'024;          // calls awaiting the router; at it: reading pauses
   size_t max_queued_replies_per_client = 16'384;  // reply slots; at it reading pauses
   // Appends INFO sections for a section name ("" / "default" / "all": every one).
   std::function<void(std::string_view section, std::string* out)> info;

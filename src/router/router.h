@@ -113,7 +113,11 @@ class Router {
   // Runs one public API call; args[0] is the command name (case-insensitive).
   // Malformed calls are answered -MALFORMED / -WRONG_ARITY / -UNKNOWN_COMMAND
   // without reaching a shard.
-  virtual void Execute(std::vector<std::string> args, RouterCallback done) = 0;
+  // Calls with the same order_key (a client connection's id) that go to the same
+  // shard reach it in the order they were made, as a pipelining client expects
+  // (OPEN then DEPOSIT). 0: no order needed (each call waits for its reply).
+  virtual void Execute(std::vector<std::string> args, RouterCallback done, uint64_t order_key) = 0;
+  void Execute(std::vector<std::string> args, RouterCallback done) { Execute(std::move(args), std::move(done), 0); }
   virtual RouterStats stats() const = 0;
 };
 

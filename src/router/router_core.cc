@@ -210,6 +210,7 @@ struct RouterCore::Call {
   AccountId accounts[2] = {0, 0};
   size_t account_count = 0;
   RouterCallback done;
+  uint64_t order_key = 0;  // see Router::Execute
   int64_t start_us = 0;
   int moved_retries = 0;
   // Owners named by -MOVED replies (partition, shard id), used only while the map
@@ -244,7 +245,7 @@ void RouterCore::SetMapRefresher(std::function<void()> request_refresh) { reques
 
 // --- Calls --------------------------------------------------------------------------
 
-void RouterCore::Execute(std::vector<std::string> args, RouterCallback done) {
+void RouterCore::Execute(std::vector<std::string> args, RouterCallback done, uint64_t order_key) {
   const int64_t start_us = MonotonicNowUs();
   ++stats_.calls;
   if (args.empty()) {
@@ -304,6 +305,7 @@ void RouterCore::Execute(std::vector<std::string> args, RouterCallback done) {
   call->args[0] = std::string(spec->name);
   if (command == RouterCommand::kTransfer) call->args.resize(6);  // MODE is the router's, not the shard's
   call->done = std::move(done);
+  call->order_key = order_key;
   call->start_us = start_us;
   ++in_flight_;
   if (command == RouterCommand::kTx) {
@@ -336,9 +338,10 @@ void RouterCore::Dispatch(const CallPtr& call) {
   }
   const std::string shard_id(owners[0]);
   const absl::InlinedVector<std::string_view, 8> views(call->args.begin(), call->args.end());
-  absl::Status sent = pool_.Send(shard_id, views, [this, call, shard_id](absl::StatusOr<ShardReply> reply) {
-    OnShardReply(call, shard_id, std::move(reply));
-  });
+  absl::Status sent = pool_.Send(
+      shard_id, views,
+      [this, call, shard_id](absl::StatusOr<ShardReply> reply) { OnShardReply(call, shard_id, std::move(reply)); },
+      call->order_key);
   if (!sent.ok()) {
     if (absl::IsNotFound(sent)) {
       sent = absl::UnavailableError(StrCat("shard ", shard_id, " (owner of partition ", partitions[0],

@@ -77,7 +77,8 @@ class RouterCore : public Router {
   RouterCore(const RouterCore&) = delete;
   RouterCore& operator=(const RouterCore&) = delete;
 
-  void Execute(std::vector<std::string> args, RouterCallback done) override;
+  using Router::Execute;
+  void Execute(std::vector<std::string> args, RouterCallback done, uint64_t order_key) override;
   RouterStats stats() const override;
 
   // --- From ClusterView, on the loop thread. ------------------------------------

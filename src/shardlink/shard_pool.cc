@@ -105,7 +105,7 @@ ShardConnection* ShardPool::Choose(Shard& shard) {
 }
 
 absl::Status ShardPool::Send(std::string_view shard_id, absl::Span<const std::string_view> args,
-                             ReplyCallback callback) {
+                             ReplyCallback callback, uint64_t order_key) {
   if (closing_) {
     ++pool_stats_.refused_unavailable;
     return absl::UnavailableError("the shard pool is being destroyed; the command was not sent");
@@ -115,7 +115,13 @@ absl::Status ShardPool::Send(std::string_view shard_id, absl::Span<const std::st
     ++pool_stats_.refused_unavailable;
     return absl::NotFoundError(StrCat("no shard '", shard_id, "' in the pool; the command was not sent"));
   }
-  ShardConnection* connection = Choose(it->second);
+  ShardConnection* connection = nullptr;
+  if (order_key != 0) {
+    ShardConnection* pinned = it->second.connections[order_key % it->second.connections.size()].get();
+    const LinkState state = pinned->state();
+    if (state == LinkState::kConnected || state == LinkState::kConnecting) connection = pinned;
+  }
+  if (connection == nullptr) connection = Choose(it->second);
   // With no usable connection, the first one refuses and says why (its last error).
   if (connection == nullptr) connection = it->second.connections.front().get();
   return connection->Send(args, std::move(callback));

@@ -90,7 +90,12 @@ class ShardPool {
   absl::Status SetShards(const std::map<std::string, std::string>& addresses);
 
   // Sends a command to one shard; see the header comment for the outcomes.
-  absl::Status Send(std::string_view shard_id, absl::Span<const std::string_view> args, ReplyCallback callback);
+  // With order_key != 0, commands with the same key go over the same connection
+  // (key % connections_per_shard) while it is usable, so they reach the shard in
+  // the order they were sent; if that connection is in backoff another one is used
+  // and the order across the switch is not kept.
+  absl::Status Send(std::string_view shard_id, absl::Span<const std::string_view> args, ReplyCallback callback,
+                    uint64_t order_key = 0);
 
   bool HasShard(std::string_view shard_id) const { return shards_.contains(shard_id); }
   size_t shard_count() const { return shards_.size(); }
