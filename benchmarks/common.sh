@@ -44,16 +44,23 @@ source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 #                              in the background and waits for READY (at most
 #                              START_TIMEOUT_S, default 120 s); sets STARTED_PID and
 #                              STARTED_PORT
+#   start_server BINARY LOG READY FLAG...  the same for any binary that takes --port=0
+#                              and --ready_file (wallet-router)
 #   start_redis DIR LOG ARG...  starts redis-server on a free port with --dir DIR and
 #                              waits for PING; sets STARTED_PID and STARTED_PORT
 #   stop_pid PID [SIGNAL]      sends SIGNAL (default TERM) to a process started here and
 #                              reaps it
 #   stop_started               stops every process start_shard/start_redis started that
 #                              is still running (for EXIT traps)
+#   cleanup_on_exit PATH...    on exit (also after INT/TERM or a failure): stop_started,
+#                              remove PATH..., and print where OUT_DIR (if set) is kept
 #   info_field PORT SECTION KEY  one field of INFO SECTION
 #   field LINE KEY             the value of KEY=value in a driver RESULT line
 #   median / spread VALUE...   median; "min-max"
 #   describe_fs DIR            file system type, device and mount point holding DIR
+#   data_work_dir NAME         prints a new folder NAME.XXXXXX under DATA_ROOT (default
+#                              /tmp) for servers' data; refuses a tmpfs or ramfs (fsync
+#                              would cost nothing there) unless ALLOW_TMPFS=1
 
 busy_cores() {
   local b1 b2
@@ -77,17 +84,19 @@ wait_idle() {
 
 STARTED_PIDS=()
 
-start_shard() {
-  local log_file=$1 ready=$2 deadline
-  shift 2
+start_shard() { start_server "$SHARD" "$@"; }
+
+start_server() {
+  local binary=$1 log_file=$2 ready=$3 deadline
+  shift 3
   rm -f "$ready"
-  "$SHARD" --port=0 --ready_file="$ready" "$@" >"$log_file" 2>&1 &
+  "$binary" --port=0 --ready_file="$ready" "$@" >"$log_file" 2>&1 &
   STARTED_PID=$!
   STARTED_PIDS+=("$STARTED_PID")
   deadline=$((SECONDS + ${START_TIMEOUT_S:-120}))
   until [[ -s "$ready" ]]; do
     if ! kill -0 "$STARTED_PID" 2>/dev/null || (( SECONDS > deadline )); then
-      echo "wallet-shard did not start:" >&2; tail -5 "$log_file" >&2; return 1
+      echo "$(basename "$binary") did not start:" >&2; tail -5 "$log_file" >&2; return 1
     fi
     sleep 0.005
   done
@@ -134,8 +143,33 @@ stop_started() {
   STARTED_PIDS=()
 }
 
+CLEANUP_PATHS=()
+cleanup_on_exit() {
+  CLEANUP_PATHS=("$@")
+  trap _cleanup_on_exit EXIT
+  trap 'exit 130' INT TERM
+}
+_cleanup_on_exit() {
+  local status=$?
+  stop_started
+  rm -rf "${CLEANUP_PATHS[@]}"
+  [[ -z "${OUT_DIR:-}" ]] || echo "raw output kept in $OUT_DIR" >&2
+  exit "$status"
+}
+
 info_field() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo "-" hi}'; }
-describe_fs() { findmnt -n -o FSTYPE,SOURCE,TARGET -T "$1" | awk '{print $1 " on " $2 " (mounted at " $3 ")"}'; }
+# (findmnt -T lists every mount stacked on the mount point; the last one is the one in use)
+describe_fs() { findmnt -n -o FSTYPE,SOURCE,TARGET -T "$1" | tail -1 | awk '{print $1 " on " $2 " (mounted at " $3 ")"}'; }
+data_work_dir() {
+  local root="${DATA_ROOT:-/tmp}" fs
+  fs="$(stat -f -c %T "$root")"
+  if [[ "$fs" == tmpfs || "$fs" == ramfs ]] && [[ "${ALLOW_TMPFS:-0}" != 1 ]]; then
+    echo "$root is on $fs: fsync would cost nothing there; set DATA_ROOT to a folder on a disk" \
+         "(or ALLOW_TMPFS=1)" >&2
+    return 1
+  fi
+  mktemp -d "$root/$1.XXXXXX"
+}

@@ -42,12 +42,9 @@ WARMUP_S="${WARMUP_S:-1}"
 RUNS="${RUNS:-3}"                  # rounds of wallet-always / redis-always
 CONTEXT_RUNS="${CONTEXT_RUNS:-3}"  # rounds of wallet-everysec / wallet-no / redis-everysec / redis-always-norewrite
 SKIP_BUILD="${SKIP_BUILD:-0}"
-DATA_ROOT="${DATA_ROOT:-/tmp}"
-ALLOW_TMPFS="${ALLOW_TMPFS:-0}"
 COUNT_FSYNCS="${COUNT_FSYNCS:-auto}"
 SHARD_FLAGS="${SHARD_FLAGS:-}"     # more wallet-shard flags (the policy is set per run)
 WAIT_IDLE_CORES="${WAIT_IDLE_CORES:-0}"
-WAIT_IDLE_MAX_S="${WAIT_IDLE_MAX_S:-600}"
 # A run during which other processes used RETRY_BUSY_CORES cores or more is kept in
 # the table but left out of the medians, and run again (at most RETRY_MAX times; the
 # last attempt counts whatever the load, marked "busy"). 0 disables.
@@ -57,27 +54,11 @@ RETRY_MAX="${RETRY_MAX:-3}"
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
 
-FS_TYPE="$(findmnt -n -o FSTYPE -T "$DATA_ROOT")"
-if [[ "$FS_TYPE" == tmpfs || "$FS_TYPE" == ramfs ]] && [[ "$ALLOW_TMPFS" != 1 ]]; then
-  echo "$DATA_ROOT is on $FS_TYPE: fsync would cost nothing there; set DATA_ROOT to a folder on" \
-       "a disk (or ALLOW_TMPFS=1)" >&2
-  exit 2
-fi
-WORK_DIR="$(mktemp -d "$DATA_ROOT/wallet-durable.XXXXXX")"
+WORK_DIR="$(data_work_dir wallet-durable)" || exit 2
 OUT_DIR="${OUT_DIR:-$WORK_DIR/out}"
 mkdir -p "$OUT_DIR" "$WORK_DIR/data"
 PERF_PID=""
-
-cleanup() {
-  local status=$?
-  if [[ -n "$PERF_PID" ]]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; fi
-  stop_started
-  rm -rf "$WORK_DIR/data"
-  echo "raw output kept in $OUT_DIR" >&2
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "$WORK_DIR/data"
 
 build_benchmark_binaries
 for tool in "$SHARD" "$DRIVER"; do [[ -x "$tool" ]] || { echo "missing $tool" >&2; exit 1; }; done
@@ -107,12 +88,14 @@ start_fsync_count() {
   [[ "$COUNT_FSYNCS" == 1 ]] || return 0
   perf stat -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync -p "$1" -o "$2" &
   PERF_PID=$!
+  STARTED_PIDS+=("$PERF_PID")  # stopped on exit like the servers
   sleep 0.2  # perf attaches
 }
 stop_fsync_count() {
   FSYNC_COUNT=""
   [[ -n "$PERF_PID" ]] || return 0
-  kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
+  stop_pid "$PERF_PID" INT  # perf writes its counts on SIGINT
+  PERF_PID=""
   FSYNC_COUNT="$(awk -F, '/syscalls:sys_enter_f/ { n += ($1 ~ /^[0-9]+$/) ? $1 : 0 } END { print n + 0 }' "$1")"
 }
 

@@ -42,33 +42,17 @@ RESTARTS="${RESTARTS:-3}"
 COLD="${COLD:-1}"
 GEN_FSYNC="${GEN_FSYNC:-always}"   # --fsync while the log is written and after restarts
 SHARD_FLAGS="${SHARD_FLAGS:-}"     # more wallet-shard flags
-DATA_ROOT="${DATA_ROOT:-/tmp}"
-ALLOW_TMPFS="${ALLOW_TMPFS:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 WAIT_IDLE_CORES="${WAIT_IDLE_CORES:-0}"
-WAIT_IDLE_MAX_S="${WAIT_IDLE_MAX_S:-600}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-300}"
 
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
 
-FS_TYPE="$(findmnt -n -o FSTYPE -T "$DATA_ROOT")"
-if [[ "$FS_TYPE" == tmpfs || "$FS_TYPE" == ramfs ]] && [[ "$ALLOW_TMPFS" != 1 ]]; then
-  echo "$DATA_ROOT is on $FS_TYPE: set DATA_ROOT to a folder on a disk (or ALLOW_TMPFS=1)" >&2
-  exit 2
-fi
-WORK_DIR="$(mktemp -d "$DATA_ROOT/wallet-recovery.XXXXXX")"
+WORK_DIR="$(data_work_dir wallet-recovery)" || exit 2
 OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/wallet-recovery-out.XXXXXX)}"
 mkdir -p "$OUT_DIR"
-cleanup() {
-  local status=$?
-  stop_started
-  rm -rf "$WORK_DIR"
-  echo "raw output kept in $OUT_DIR" >&2
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "$WORK_DIR"
 
 build_benchmark_binaries
 for tool in "$SHARD" "$DRIVER"; do [[ -x "$tool" ]] || { echo "missing $tool" >&2; exit 1; }; done
