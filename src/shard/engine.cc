@@ -815,6 +815,26 @@ void Engine::DropReserveIfEmpty(AccountId account, Account& record) {
   }
 }
 
+void Engine::Prefetch(const Event& event) const {
+  switch (event.type) {
+    case EventType::kOpen:
+      accounts_.prefetch(event.account);
+      return;
+    case EventType::kTransfer:
+      accounts_.prefetch(event.peer);
+      [[fallthrough]];
+    case EventType::kDeposit:
+    case EventType::kWithdraw: {
+      accounts_.prefetch(event.account);
+      const TxidDigest digest = DigestTxid(event.txid);
+      IndexPart(digest).prefetch(digest);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
 void Engine::RecordLocal(const Event& event) {
   local_records_.push_back(LocalRecord{DigestTxid(event.txid), event.type, event.currency,
                                        event.account, event.peer, event.amount, event.time_ms});

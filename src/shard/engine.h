@@ -244,6 +244,10 @@ class Engine {
   // Applies an event produced by an engine (read back from the log). Events are
   // trusted: an event that does not fit the state is a fatal invariant failure.
   void Apply(const Event& event);
+  // Replay hint: prefetches the account and idempotency-index slots Apply(event)
+  // will touch, so that a caller who knows its next events (log replay) overlaps
+  // their cache misses. Changes nothing.
+  void Prefetch(const Event& event) const;
 
   // ---- Reads (no events) ----
   Result Balance(AccountId account, AccountView* out) const;

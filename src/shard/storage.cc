@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -159,12 +161,34 @@ absl::StatusOr<std::unique_ptr<ShardStorage>> ShardStorage::Open(const StorageOp
   read_options.repair = RepairMode::kRepair;
   Engine& engine = *storage->engine_;
   const int64_t replay_start_ms = MonotonicMs();
+  // Each event is prefetched when read and applied kReplayAhead events later, so
+  // that the cache misses of the next events (accounts, index slots) overlap:
+  // without it replay runs at the engine's miss-bound rate (~2 M events/s).
+  constexpr size_t kReplayAhead = 8;
+  struct Ahead {
+    Event event;
+    std::string txid;  // the reader's buffer may be gone by the time it is applied
+    std::string text;
+  };
+  std::array<Ahead, kReplayAhead> ahead;
+  uint64_t read = 0;
   absl::StatusOr<LogReadResult> replay =
-      ReadLog(options.data_dir, read_options, [&engine](uint64_t, const Event& event) {
-        engine.Apply(event);
+      ReadLog(options.data_dir, read_options, [&](uint64_t, const Event& event) {
+        Ahead& slot = ahead[read % kReplayAhead];
+        if (read >= kReplayAhead) engine.Apply(slot.event);  // the event read kReplayAhead ago
+        slot.txid.assign(event.txid);
+        slot.text.assign(event.text);
+        slot.event = event;
+        slot.event.txid = slot.txid;
+        slot.event.text = slot.text;
+        engine.Prefetch(slot.event);
+        ++read;
         return true;
       });
   if (!replay.ok()) return replay.status();
+  for (uint64_t i = read - std::min<uint64_t>(read, kReplayAhead); i < read; ++i) {
+    engine.Apply(ahead[i % kReplayAhead].event);
+  }
   recovery.replay_ms = MonotonicMs() - replay_start_ms;
   recovery.log = *replay;
   recovery.events_replayed = replay->events_delivered;
