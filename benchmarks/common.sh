@@ -51,7 +51,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 #   stop_pid PID [SIGNAL]      sends SIGNAL (default TERM) to a process started here and
 #                              reaps it
 #   stop_started               stops every process start_shard/start_redis started that
-#                              is still running (for EXIT traps)
+#                              is still running, the last started first (for EXIT traps)
 #   cleanup_on_exit PATH...    on exit (also after INT/TERM or a failure): stop_started,
 #                              remove PATH..., and print where OUT_DIR (if set) is kept
 #   info_field PORT SECTION KEY  one field of INFO SECTION
@@ -136,8 +136,10 @@ stop_pid() {
 }
 
 stop_started() {
-  local pid
-  for pid in "${STARTED_PIDS[@]}"; do
+  local i pid
+  # The last started first: a router before its shard, a shard before its ZooKeeper.
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${STARTED_PIDS[i]}
     if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   done
   STARTED_PIDS=()

@@ -1,6 +1,7 @@
 // wallet-shard-bench: a pipelined load driver that runs the same atomic transfer
 // against wallet-shard and against its peer, redis-server with a Lua transfer
-// script, with identical client settings.
+// script, with identical client settings. --target=wallet also drives a
+// wallet-router (same commands; verify then skips the shard's AUDIT).
 //
 //   wallet-shard-bench --target=wallet --port=7001 --phases=setup,run,verify
 //   wallet-shard-bench --target=redis  --port=6379 --phases=setup,run,verify
@@ -760,6 +761,14 @@ redisContext* ConnectBlocking(const std::string& host, int port, std::string* er
   return context;
 }
 
+// True when the reply to `command` (an INFO) is text holding `needle`.
+bool InfoContains(redisContext* context, const char* command, const char* needle) {
+  auto* info = static_cast<redisReply*>(redisCommand(context, command));
+  bool found = info != nullptr && info->type == REDIS_REPLY_STRING && std::strstr(info->str, needle) != nullptr;
+  if (info != nullptr) freeReplyObject(info);
+  return found;
+}
+
 std::string ErrorsText(const std::map<std::string, uint64_t>& errors) {
   if (errors.empty()) return "none";
   std::string out;
@@ -870,13 +879,13 @@ int main(int argc, char** argv) {
   }
   std::string sha;
   {
-    auto* info = static_cast<redisReply*>(redisCommand(control, "INFO server"));
-    bool is_wallet = info != nullptr && info->type == REDIS_REPLY_STRING &&
-                     std::strstr(info->str, "wallet_version:") != nullptr;
-    if (info != nullptr) freeReplyObject(info);
+    // wallet-shard names its version in INFO server; wallet-router, which takes the
+    // same OPEN, DEPOSIT, TRANSFER and BALANCE (not AUDIT), its id in INFO router.
+    bool is_wallet = InfoContains(control, "INFO server", "wallet_version:") ||
+                     InfoContains(control, "INFO router", "router_id:");
     if ((target == Target::kWallet && !is_wallet) || (target == Target::kRedis && is_wallet)) {
       std::fprintf(stderr, "the server at %s:%d is %s, not what --target=%s expects\n",
-                   host.c_str(), port, is_wallet ? "wallet-shard" : "not wallet-shard",
+                   host.c_str(), port, is_wallet ? "wallet-shard or wallet-router" : "not a wallet server",
                    target_name.c_str());
       return 1;
     }

@@ -56,8 +56,6 @@ CLUSTER_DIR="${CLUSTER_DIR:-${WALLET_CLUSTER_DIR:-/tmp/wallet-cluster}}"
 [[ "$CLUSTER_DIR" == /* ]] || CLUSTER_DIR="$PWD/$CLUSTER_DIR"
 CLUSTER_DIR="${CLUSTER_DIR%/}"
 STATE_FILE="$CLUSTER_DIR/cluster.env"
-ZK_JAR=/usr/share/java/zookeeper.jar
-ZK_MAIN=org.apache.zookeeper.server.ZooKeeperServerMain
 
 # The settings that define a cluster's processes, in the order cluster.env keeps them.
 SETTINGS=(NAME SHARDS PARTITIONS ROUTERS BASE_PORT FSYNC PASSWORD_FILE ZK_EXTERNAL BUILD_DIR)
@@ -317,39 +315,11 @@ choose_zk_port() {
 }
 
 start_zookeeper() {
-  local dir="$CLUSTER_DIR/zookeeper" classpath jar sync=yes
+  local sync=yes
   port_free "$ZK_PORT" || die "port $ZK_PORT (for ZooKeeper) is in use by another process"
-  mkdir -p "$dir/data"
   [[ "$FSYNC" != no ]] || sync=no
-  cat >"$dir/zoo.cfg" <<EOF
-# Written by deploy/cluster.sh up (standalone ZooKeeper for a local wallet cluster).
-tickTime=2000
-dataDir=$dir/data
-clientPort=$ZK_PORT
-clientPortAddress=127.0.0.1
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,stat
-forceSync=$sync
-autopurge.snapRetainCount=3
-autopurge.purgeInterval=1
-EOF
-  cat >"$dir/log4j.properties" <<'EOF'
-log4j.rootLogger=WARN, CONSOLE
-log4j.logger.org.apache.zookeeper.server.ZooKeeperServer=INFO
-log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
-log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
-log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1}: %m%n
-EOF
-  # Debian's classpath (zkEnv.sh: the conf folder and zookeeper.jar, whose manifest
-  # lists its dependencies) plus the slf4j -> log4j binding, so the log is written.
-  classpath="$dir:$ZK_JAR"
-  for jar in /usr/share/java/slf4j-log4j12.jar /usr/share/java/log4j-1.2.jar; do
-    [[ -r "$jar" ]] && classpath+=":$jar"
-  done
-  launch zookeeper java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData \
-    -Djava.awt.headless=true -Dzookeeper.jmx.log4j.disable=true "-Dzookeeper.log.dir=$dir" \
-    -cp "$classpath" "$ZK_MAIN" "$dir/zoo.cfg"
+  zookeeper_config "$CLUSTER_DIR/zookeeper" "$ZK_PORT" "$sync"
+  launch zookeeper "${ZOOKEEPER_ARGV[@]}"
 }
 
 password_flags() {

@@ -19,10 +19,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,139 +29,21 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cluster/layout.h"
 #include "cluster/zk_client.h"
 #include "common/partition.h"
 #include "gtest/gtest.h"
-#include "harness/process.h"
-#include "harness/zookeeper.h"
+#include "harness/cluster.h"
 
 namespace wallet::test {
 namespace {
 
 using namespace std::chrono_literals;
-using Args = std::vector<std::string>;
+using Client = RespClient;
 
 constexpr uint32_t kPartitions = 16;
 constexpr int kShardCount = 3;
-constexpr std::chrono::milliseconds kEventually = 30s;  // bounds a failure, never a success
-
-// Polls `condition` every 20 ms until it holds or `limit` passes.
-bool Eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = kEventually) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return condition();
-}
-
-// A reply as text: "+OK", "-CODE message", ":42", the bulk string itself, "(nil)",
-// "[a, b]" for arrays; "!lost: why" when the connection failed.
-std::string ReplyText(const redisReply* reply) {
-  switch (reply->type) {
-    case REDIS_REPLY_STATUS:
-      return absl::StrCat("+", std::string(reply->str, reply->len));
-    case REDIS_REPLY_ERROR:
-      return absl::StrCat("-", std::string(reply->str, reply->len));
-    case REDIS_REPLY_INTEGER:
-      return absl::StrCat(":", reply->integer);
-    case REDIS_REPLY_STRING:
-      return std::string(reply->str, reply->len);
-    case REDIS_REPLY_ARRAY: {
-      std::string text = "[";
-      for (size_t i = 0; i < reply->elements; ++i) {
-        absl::StrAppend(&text, i == 0 ? "" : ", ", ReplyText(reply->element[i]));
-      }
-      return text + "]";
-    }
-    default:
-      return "(nil)";
-  }
-}
-
-// One client connection (hiredis, blocking, 10 s timeouts), kept open across calls.
-class Client {
- public:
-  explicit Client(uint16_t port) : port_(port) {}
-  ~Client() {
-    if (context_ != nullptr) redisFree(context_);
-  }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
-
-  // Sends one command and waits for its reply. Reconnects after a lost connection.
-  std::string Call(const Args& args) {
-    std::string sent = Send(args);
-    return sent.empty() ? Receive() : sent;
-  }
-  // Writes one command without waiting for its reply ("" or "!lost: why").
-  std::string Send(const Args& args) {
-    if (context_ == nullptr) {
-      struct timeval timeout = {10, 0};
-      context_ = redisConnectWithTimeout("127.0.0.1", port_, timeout);
-      if (context_ == nullptr || context_->err) return Lost();
-      redisSetTimeout(context_, timeout);
-    }
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const std::string& arg : args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data());
-    int done = 0;
-    while (!done) {
-      if (redisBufferWrite(context_, &done) != REDIS_OK) return Lost();
-    }
-    return "";
-  }
-  // Reads the next reply.
-  std::string Receive() {
-    void* raw = nullptr;
-    if (context_ == nullptr || redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) return Lost();
-    auto* reply = static_cast<redisReply*>(raw);
-    std::string text = ReplyText(reply);
-    freeReplyObject(reply);
-    return text;
-  }
-
- private:
-  std::string Lost() {
-    std::string why = context_ != nullptr ? context_->errstr : "no context";
-    if (context_ != nullptr) redisFree(context_);
-    context_ = nullptr;
-    return "!lost: " + why;
-  }
-
-  uint16_t port_;
-  redisContext* context_ = nullptr;
-};
-
-// One command over a new connection.
-std::string CallOnce(uint16_t port, const Args& args) { return Client(port).Call(args); }
-
-// The value of `field` in an INFO reply ("" when missing).
-std::string InfoField(const std::string& info, const std::string& field) {
-  for (absl::string_view line : absl::StrSplit(info, "\r\n")) {
-    if (absl::StartsWith(line, field + ":")) return std::string(line.substr(field.size() + 1));
-  }
-  return "";
-}
-
-uint64_t InfoNumber(const std::string& info, const std::string& field) {
-  uint64_t value = 0;
-  return absl::SimpleAtoi(InfoField(info, field), &value) ? value : 0;
-}
-
-// The first word of a reply ("+OK" -> "OK", "-MOVED 3 ..." -> "MOVED").
-std::string Word(const std::string& reply) {
-  std::string_view text = reply;
-  if (!text.empty() && (text[0] == '+' || text[0] == '-')) text.remove_prefix(1);
-  return std::string(text.substr(0, text.find(' ')));
-}
 
 // One HTTP/1.0 GET over a new connection: the whole response ("" on failure).
 std::string HttpGet(uint16_t port, const std::string& path) {
@@ -184,65 +64,14 @@ std::string HttpGet(uint16_t port, const std::string& path) {
   return response;
 }
 
-class RouterClusterTest : public ::testing::Test {
+class RouterClusterTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    ASSERT_FALSE(WalletRouterBinary().empty());
-    absl::StatusOr<std::unique_ptr<ZooKeeperServer>> server = ZooKeeperServer::Start();
-    ASSERT_TRUE(server.ok()) << server.status();
-    zookeeper_ = std::move(*server);
-    absl::StatusOr<TempDir> dir = TempDir::Create("router-cluster");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_.emplace(std::move(*dir));
-    ASSERT_NO_FATAL_FAILURE(ConnectAdmin());
-    absl::StatusOr<cluster::BootstrapResult> result =
-        cluster::Bootstrap(*admin_, "c", kShardCount, kPartitions, cluster::ShardCountChange::kRefuse);
-    ASSERT_TRUE(result.ok()) << result.status();
-  }
-
-  void TearDown() override {
-    routers_.clear();  // each stops by pid
-    shards_.clear();
-    admin_.reset();
-  }
-
-  void ConnectAdmin() {
-    cluster::ZkClientOptions options;
-    options.connect_string = zookeeper_->connect_string();
-    options.session_timeout_ms = 6'000;
-    absl::StatusOr<std::unique_ptr<cluster::ZkClient>> client = cluster::ZkClient::Connect(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    admin_ = std::move(*client);
-  }
-
-  ServerProcess* StartShard(const std::string& id, const Args& extra = {}) {
-    Args flags = {"--zk=" + zookeeper_->connect_string(), "--cluster=c", "--shard_id=" + id,
-                  "--data_dir=" + dir_->File(id), "--zk_session_timeout_ms=4000"};
-    flags.insert(flags.end(), extra.begin(), extra.end());
-    absl::StatusOr<std::unique_ptr<ServerProcess>> shard =
-        ServerProcess::Start(*dir_, absl::StrCat(id, "-", ++starts_), WalletShardBinary(), flags);
-    EXPECT_TRUE(shard.ok()) << shard.status();
-    if (!shard.ok()) return nullptr;
-    shards_[id] = std::move(*shard);
-    return shards_[id].get();
-  }
-
-  void StartAllShards(const Args& extra = {}) {
-    for (int i = 0; i < kShardCount; ++i) ASSERT_NE(StartShard(cluster::ShardIdFor(i), extra), nullptr);
-  }
+  RouterClusterTest() : ClusterTest(kShardCount, kPartitions) {}
 
   // Starts router `id` and waits until it routes to every running shard.
   ServerProcess* StartRouter(const std::string& id, const Args& extra = {}, bool wait_for_shards = true) {
-    Args flags = {"--zk=" + zookeeper_->connect_string(), "--cluster=c", "--router_id=" + id,
-                  "--zk_session_timeout_ms=4000", "--command_timeout_ms=1000", "--connect_timeout_ms=500"};
-    flags.insert(flags.end(), extra.begin(), extra.end());
-    absl::StatusOr<std::unique_ptr<ServerProcess>> router =
-        ServerProcess::Start(*dir_, absl::StrCat(id, "-", ++starts_), WalletRouterBinary(), flags);
-    EXPECT_TRUE(router.ok()) << router.status();
-    if (!router.ok()) return nullptr;
-    routers_[id] = std::move(*router);
-    ServerProcess* process = routers_[id].get();
-    if (wait_for_shards) {
+    ServerProcess* process = StartRouterProcess(id, extra);
+    if (process != nullptr && wait_for_shards) {
       EXPECT_TRUE(Eventually([&] { return InfoNumber(Info(process->port()), "live_shards") == shards_.size(); }))
           << Info(process->port());
     }
@@ -252,33 +81,6 @@ class RouterClusterTest : public ::testing::Test {
   std::string Info(uint16_t port, const std::string& section = "") {
     return section.empty() ? CallOnce(port, {"INFO"}) : CallOnce(port, {"INFO", section});
   }
-
-  // The data of an ephemeral member node ("" when missing).
-  std::string Registered(const std::string& path) {
-    absl::StatusOr<cluster::NodeData> node = admin_->Get(path, cluster::Watch::kNone);
-    return node.ok() ? node->data : "";
-  }
-
-  // `count` accounts (from `start`) in partitions that `shard_id` owns in the map now.
-  std::vector<uint64_t> AccountsOn(const std::string& shard_id, size_t count, uint64_t start = 1) {
-    absl::StatusOr<cluster::VersionedPartitionMap> map =
-        cluster::ReadPartitionMap(*admin_, cluster::ClusterPaths("c"), cluster::Watch::kNone);
-    EXPECT_TRUE(map.ok()) << map.status();
-    std::vector<uint64_t> accounts;
-    for (uint64_t account = start; map.ok() && accounts.size() < count; ++account) {
-      if (map->map.OwnerOf(PartitionOf(account, kPartitions)) == shard_id) accounts.push_back(account);
-    }
-    return accounts;
-  }
-
-  uint16_t ShardPort(const std::string& id) { return shards_.at(id)->port(); }
-
-  std::unique_ptr<ZooKeeperServer> zookeeper_;
-  std::optional<TempDir> dir_;
-  std::unique_ptr<cluster::ZkClient> admin_;
-  std::map<std::string, std::unique_ptr<ServerProcess>> shards_;
-  std::map<std::string, std::unique_ptr<ServerProcess>> routers_;
-  int starts_ = 0;
 };
 
 std::string S(uint64_t value) { return absl::StrCat(value); }

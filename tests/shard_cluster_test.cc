@@ -5,15 +5,11 @@
 // 0-7, shard-1 owns 8-15) and checks what the shards learn from the partition map:
 // which accounts they serve, the owner named in MOVED, changes of the map while
 // they run, ZooKeeper going away and coming back, and a session that expires.
-#include <hiredis/hiredis.h>
-
 #include <signal.h>
 
 #include <chrono>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,8 +19,7 @@
 #include "cluster/zk_client.h"
 #include "common/partition.h"
 #include "gtest/gtest.h"
-#include "harness/process.h"
-#include "harness/zookeeper.h"
+#include "harness/cluster.h"
 
 namespace wallet::test {
 namespace {
@@ -41,127 +36,30 @@ uint64_t AccountIn(uint32_t first, uint32_t last) {
   }
 }
 
-// One command over a new connection; the reply as text ("+OK", "-MOVED ...",
-// "(nil)", or "!lost: why" when the shard did not answer).
-std::string Call(uint16_t port, const std::vector<std::string>& args) {
-  struct timeval timeout = {5, 0};
-  redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
-  if (context == nullptr || context->err) {
-    std::string why = context ? context->errstr : "no context";
-    if (context) redisFree(context);
-    return "!lost: " + why;
-  }
-  redisSetTimeout(context, timeout);
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (const std::string& arg : args) {
-    argv.push_back(arg.data());
-    lengths.push_back(arg.size());
-  }
-  auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-  std::string text;
-  if (reply == nullptr) {
-    text = absl::StrCat("!lost: ", context->errstr);
-  } else if (reply->type == REDIS_REPLY_STATUS) {
-    text = absl::StrCat("+", std::string(reply->str, reply->len));
-  } else if (reply->type == REDIS_REPLY_ERROR) {
-    text = absl::StrCat("-", std::string(reply->str, reply->len));
-  } else if (reply->type == REDIS_REPLY_INTEGER) {
-    text = absl::StrCat(":", reply->integer);
-  } else if (reply->type == REDIS_REPLY_STRING) {
-    text = std::string(reply->str, reply->len);
-  } else {
-    text = "(other)";
-  }
-  if (reply != nullptr) freeReplyObject(reply);
-  redisFree(context);
-  return text;
-}
+// The node that announces shard `id`.
+std::string ShardPath(const std::string& id) { return cluster::ClusterPaths("c").shard(id); }
 
-// Polls `condition` every 20 ms for up to `limit`.
-bool Eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return condition();
-}
-
-class ShardClusterTest : public ::testing::Test {
+class ShardClusterTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<ZooKeeperServer>> server = ZooKeeperServer::Start();
-    ASSERT_TRUE(server.ok()) << server.status();
-    zookeeper_ = std::move(*server);
-    absl::StatusOr<TempDir> dir = TempDir::Create("shard-cluster");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_.emplace(std::move(*dir));
-    ASSERT_NO_FATAL_FAILURE(ConnectAdmin());
-    absl::StatusOr<cluster::BootstrapResult> result = cluster::Bootstrap(
-        *admin_, "c", /*shard_count=*/2, kPartitions, cluster::ShardCountChange::kRefuse);
-    ASSERT_TRUE(result.ok()) << result.status();
-  }
-
-  void TearDown() override {
-    shards_.clear();  // each stops by pid
-    admin_.reset();
-  }
-
-  void ConnectAdmin() {
-    cluster::ZkClientOptions options;
-    options.connect_string = zookeeper_->connect_string();
-    options.session_timeout_ms = 6'000;
-    absl::StatusOr<std::unique_ptr<cluster::ZkClient>> client = cluster::ZkClient::Connect(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    admin_ = std::move(*client);
-  }
-
-  std::vector<std::string> ShardFlags(const std::string& id, const std::vector<std::string>& extra = {}) const {
-    std::vector<std::string> flags = {"--zk=" + zookeeper_->connect_string(), "--cluster=c", "--shard_id=" + id,
-                                      "--data_dir=" + dir_->File(id), "--zk_session_timeout_ms=4000"};
-    flags.insert(flags.end(), extra.begin(), extra.end());
-    return flags;
-  }
-
-  // Starts shard `id` and waits until it is listening.
-  ServerProcess* StartShard(const std::string& id, const std::vector<std::string>& extra = {}) {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> shard =
-        ServerProcess::Start(*dir_, absl::StrCat(id, "-", ++starts_), WalletShardBinary(), ShardFlags(id, extra));
-    EXPECT_TRUE(shard.ok()) << shard.status();
-    if (!shard.ok()) return nullptr;
-    shards_.push_back(std::move(*shard));
-    return shards_.back().get();
-  }
-
-  // The address in /wallet/c/shards/<id>, or "" when the node is missing.
-  std::string Registered(const std::string& id) {
-    absl::StatusOr<cluster::NodeData> node = admin_->Get(cluster::ClusterPaths("c").shard(id), cluster::Watch::kNone);
-    return node.ok() ? node->data : "";
-  }
-
-  std::unique_ptr<ZooKeeperServer> zookeeper_;
-  std::optional<TempDir> dir_;
-  std::unique_ptr<cluster::ZkClient> admin_;
-  std::vector<std::unique_ptr<ServerProcess>> shards_;
-  int starts_ = 0;
+  ShardClusterTest() : ClusterTest(/*shard_count=*/2, kPartitions) {}
 };
 
 TEST_F(ShardClusterTest, ShardsServeWhatTheMapGivesThemAndNameTheOwnerInMoved) {
   ServerProcess* shard0 = StartShard("shard-0");
   ServerProcess* shard1 = StartShard("shard-1");
   ASSERT_TRUE(shard0 != nullptr && shard1 != nullptr);
-  EXPECT_TRUE(Eventually([&] { return Registered("shard-0") == absl::StrCat("127.0.0.1:", shard0->port()); }));
-  EXPECT_TRUE(Eventually([&] { return Registered("shard-1") == absl::StrCat("127.0.0.1:", shard1->port()); }));
+  const std::string address0 = absl::StrCat("127.0.0.1:", shard0->port());
+  const std::string address1 = absl::StrCat("127.0.0.1:", shard1->port());
+  EXPECT_TRUE(Eventually([&] { return Registered(ShardPath("shard-0")) == address0; }));
+  EXPECT_TRUE(Eventually([&] { return Registered(ShardPath("shard-1")) == address1; }));
 
   const uint64_t low = AccountIn(0, 7);
   const uint64_t high = AccountIn(8, 15);
-  EXPECT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
-  EXPECT_EQ(Call(shard1->port(), {"OPEN", absl::StrCat(high), "USD"}), "+OK");
-  const std::string moved = Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"});
+  EXPECT_EQ(CallOnce(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+  EXPECT_EQ(CallOnce(shard1->port(), {"OPEN", absl::StrCat(high), "USD"}), "+OK");
+  const std::string moved = CallOnce(shard0->port(), {"OPEN", absl::StrCat(high), "USD"});
   EXPECT_TRUE(absl::StartsWith(moved, absl::StrCat("-MOVED ", PartitionOf(high, kPartitions), " shard-1 "))) << moved;
-  EXPECT_TRUE(absl::StartsWith(Call(shard1->port(), {"BALANCE", absl::StrCat(low)}),
+  EXPECT_TRUE(absl::StartsWith(CallOnce(shard1->port(), {"BALANCE", absl::StrCat(low)}),
                                absl::StrCat("-MOVED ", PartitionOf(low, kPartitions), " shard-0 ")));
 }
 
@@ -171,14 +69,14 @@ TEST_F(ShardClusterTest, MapChangeMovesOwnershipWhileShardsRun) {
   ASSERT_TRUE(shard0 != nullptr && shard1 != nullptr);
   const uint64_t high = AccountIn(8, 15);
   const std::string partition = absl::StrCat(PartitionOf(high, kPartitions));
-  ASSERT_TRUE(absl::StartsWith(Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
+  ASSERT_TRUE(absl::StartsWith(CallOnce(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
 
   absl::StatusOr<cluster::AssignResult> assigned =
       cluster::AssignPartitions(*admin_, "c", partition, "shard-0", cluster::kAnyVersion);
   ASSERT_TRUE(assigned.ok()) << assigned.status();
-  EXPECT_TRUE(Eventually([&] { return Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
+  EXPECT_TRUE(Eventually([&] { return CallOnce(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
   EXPECT_TRUE(Eventually([&] {
-    return absl::StartsWith(Call(shard1->port(), {"BALANCE", absl::StrCat(high)}),
+    return absl::StartsWith(CallOnce(shard1->port(), {"BALANCE", absl::StrCat(high)}),
                             absl::StrCat("-MOVED ", partition, " shard-0 "));
   }));
 }
@@ -188,19 +86,19 @@ TEST_F(ShardClusterTest, ShardKeepsServingWithoutZooKeeperAndFollowsTheMapAfterI
   ASSERT_NE(shard0, nullptr);
   const uint64_t low = AccountIn(0, 7);
   const uint64_t high = AccountIn(8, 15);
-  ASSERT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+  ASSERT_EQ(CallOnce(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
 
   admin_.reset();
   zookeeper_->Stop();
-  EXPECT_EQ(Call(shard0->port(), {"DEPOSIT", absl::StrCat(low), "500", "while-zk-down"}), "+OK");
-  EXPECT_TRUE(absl::StartsWith(Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
+  EXPECT_EQ(CallOnce(shard0->port(), {"DEPOSIT", absl::StrCat(low), "500", "while-zk-down"}), "+OK");
+  EXPECT_TRUE(absl::StartsWith(CallOnce(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}), "-MOVED"));
 
   ASSERT_TRUE(zookeeper_->Restart().ok());
   ASSERT_NO_FATAL_FAILURE(ConnectAdmin());
   absl::StatusOr<cluster::AssignResult> assigned = cluster::AssignPartitions(
       *admin_, "c", absl::StrCat(PartitionOf(high, kPartitions)), "shard-0", cluster::kAnyVersion);
   ASSERT_TRUE(assigned.ok()) << assigned.status();
-  EXPECT_TRUE(Eventually([&] { return Call(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
+  EXPECT_TRUE(Eventually([&] { return CallOnce(shard0->port(), {"OPEN", absl::StrCat(high), "USD"}) == "+OK"; }));
 }
 
 // A shard frozen longer than its session timeout loses its session (ZooKeeper
@@ -209,18 +107,18 @@ TEST_F(ShardClusterTest, ExpiredSessionIsReplacedAndTheShardRegistersAgain) {
   ServerProcess* shard0 = StartShard("shard-0");
   ASSERT_NE(shard0, nullptr);
   const std::string address = absl::StrCat("127.0.0.1:", shard0->port());
-  ASSERT_TRUE(Eventually([&] { return Registered("shard-0") == address; }));
+  ASSERT_TRUE(Eventually([&] { return Registered(ShardPath("shard-0")) == address; }));
   ASSERT_TRUE(shard0->process().Freeze().ok());
-  EXPECT_TRUE(Eventually([&] { return Registered("shard-0").empty(); }, 30s)) << "the session never expired";
+  EXPECT_TRUE(Eventually([&] { return Registered(ShardPath("shard-0")).empty(); }, 30s)) << "the session never expired";
   ASSERT_TRUE(shard0->process().Thaw().ok());
-  EXPECT_TRUE(Eventually([&] { return Registered("shard-0") == address; }, 30s));
-  EXPECT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(AccountIn(0, 7)), "USD"}), "+OK");
+  EXPECT_TRUE(Eventually([&] { return Registered(ShardPath("shard-0")) == address; }, 30s));
+  EXPECT_EQ(CallOnce(shard0->port(), {"OPEN", absl::StrCat(AccountIn(0, 7)), "USD"}), "+OK");
 }
 
 TEST_F(ShardClusterTest, SecondShardWithTheSameIdIsRefused) {
   ServerProcess* shard0 = StartShard("shard-0");
   ASSERT_NE(shard0, nullptr);
-  ASSERT_TRUE(Eventually([&] { return !Registered("shard-0").empty(); }));
+  ASSERT_TRUE(Eventually([&] { return !Registered(ShardPath("shard-0")).empty(); }));
   std::vector<std::string> argv = {WalletShardBinary(), "--port=0", "--ready_file=" + dir_->File("twin.port")};
   for (const std::string& flag : ShardFlags("shard-0", {"--shard_id_wait_ms=500"})) {
     argv.push_back(absl::StartsWith(flag, "--data_dir") ? "--data_dir=" + dir_->File("twin") : flag);
@@ -239,16 +137,16 @@ TEST_F(ShardClusterTest, KilledShardRestartsUnderItsIdOnceTheOldSessionEnds) {
   ServerProcess* shard0 = StartShard("shard-0");
   ASSERT_NE(shard0, nullptr);
   const uint64_t low = AccountIn(0, 7);
-  ASSERT_EQ(Call(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
-  ASSERT_TRUE(Eventually([&] { return !Registered("shard-0").empty(); }));
+  ASSERT_EQ(CallOnce(shard0->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");
+  ASSERT_TRUE(Eventually([&] { return !Registered(ShardPath("shard-0")).empty(); }));
   ASSERT_TRUE(shard0->process().Signal(SIGKILL).ok());
   ASSERT_TRUE(shard0->process().Wait(10s).ok());
   shards_.clear();
-  ASSERT_FALSE(Registered("shard-0").empty()) << "the old session's node should still be there";
+  ASSERT_FALSE(Registered(ShardPath("shard-0")).empty()) << "the old session's node should still be there";
   ServerProcess* again = StartShard("shard-0");  // ready only once registered
   ASSERT_NE(again, nullptr);
-  EXPECT_EQ(Registered("shard-0"), absl::StrCat("127.0.0.1:", again->port()));
-  EXPECT_EQ(Call(again->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");  // replayed: same account
+  EXPECT_EQ(Registered(ShardPath("shard-0")), absl::StrCat("127.0.0.1:", again->port()));
+  EXPECT_EQ(CallOnce(again->port(), {"OPEN", absl::StrCat(low), "USD"}), "+OK");  // replayed: same account
 }
 
 TEST_F(ShardClusterTest, PartitionCountOtherThanTheClusterIsRefused) {

@@ -230,6 +230,7 @@ class ShardConnection {
   uint64_t failures_in_a_row_ = 0;        // for logs: only some failures are logged
   bool last_failure_was_auth_ = false;
   std::string last_error_;
+  std::string formatted_;  // Send's scratch buffer: the command in RESP
   std::minstd_rand jitter_;
   ShardLinkStats stats_;
 };
