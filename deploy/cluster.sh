@@ -374,14 +374,14 @@ start_router() {
 
 # Start only what is not running, in order, each group healthy before the next.
 start_group() {
-  local kind=$1 name todo=()
+  local kind=$1 name started=()
   shift
   for name in "$@"; do
     if is_running "$name"; then continue; fi
     "start_$kind" "$name"
-    todo+=("$name")
+    started+=("$name")
   done
-  (( ${#todo[@]} == 0 )) || wait_healthy "${todo[@]}"
+  (( ${#started[@]} == 0 )) || wait_healthy "${started[@]}"
 }
 
 # On a failed or interrupted `up`: stop what this run started (KEEP_ON_FAILURE=1 keeps it).

@@ -94,7 +94,7 @@ class ClusterPaths {
 // Partition → shard assignment. Always complete: every partition has one owner.
 class PartitionMap {
  public:
-  // An empty map (partition_count() == 0): a placeholder until one is assigned.
+  // An empty map (partition_count() == 0), as held before the first map is read.
   PartitionMap() = default;
 
   // Contiguous, even ranges: shard i of N owns [i*P/N, (i+1)*P/N). Needs
