@@ -509,9 +509,16 @@ class HttpServer::Impl {
   void WriteError(int status, std::string_view code, std::string message,
                   httplib::Response& response);
 
-  // Pre-routing hook: notes the start time; refuses unauthenticated requests.
+  // Pre-routing hook: notes the start time.
   httplib::Server::HandlerResponse PreRoute(const httplib::Request& request,
                                             httplib::Response& response);
+  // Wraps a route's handler with the password check. The check runs in the handler,
+  // after cpp-httplib has read the request's body: a 401 sent from the pre-routing
+  // hook (before the body) left a late body on the kept-alive connection, where it
+  // was parsed as the next request.
+  httplib::Server::Handler Authenticated(httplib::Server::Handler handler);
+  // True when the request may proceed; else writes the 401 reply.
+  bool CheckAuthorization(const httplib::Request& request, httplib::Response& response);
 
   EventLoop* const loop_;
   Router* const router_;
@@ -610,15 +617,19 @@ void HttpServer::Impl::Stop() {
 }
 
 void HttpServer::Impl::RegisterRoutes() {
-  server_.Post(kTransferPath, [this](const httplib::Request& request, httplib::Response& response) {
-    WriteReply(HandleTransfer(request), response);
-  });
+  server_.Post(kTransferPath,
+               Authenticated([this](const httplib::Request& request, httplib::Response& response) {
+                 WriteReply(HandleTransfer(request), response);
+               }));
   server_.Get(kBalancePattern,
-              [this](const httplib::Request& request, httplib::Response& response) {
+              Authenticated([this](const httplib::Request& request, httplib::Response& response) {
                 WriteReply(HandleBalance(request), response);
-              });
-  server_.Get(kMetricsPath, [this](const httplib::Request& /*request*/,
-                                   httplib::Response& response) { HandleMetrics(response); });
+              }));
+  server_.Get(kMetricsPath,
+              Authenticated([this](const httplib::Request& /*request*/, httplib::Response& response) {
+                HandleMetrics(response);
+              }));
+  // Health is open to probes without the password.
   server_.Get(kHealthzPath,
               [this](const httplib::Request& /*request*/, httplib::Response& response) {
                 WriteReply(HandleHealthz(), response);
@@ -638,6 +649,7 @@ void HttpServer::Impl::RegisterMethodNotAllowed(const std::string& pattern,
     WriteError(405, "METHOD_NOT_ALLOWED",
                StrCat(request.method, " is not allowed here; use ", allow_header), response);
   };
+  if (pattern != kHealthzPath) refuse = Authenticated(std::move(refuse));
   if (allowed != "GET") server_.Get(pattern, refuse);
   if (allowed != "POST") server_.Post(pattern, refuse);
   server_.Put(pattern, refuse);
@@ -646,23 +658,33 @@ void HttpServer::Impl::RegisterMethodNotAllowed(const std::string& pattern,
   server_.Options(pattern, refuse);
 }
 
-httplib::Server::HandlerResponse HttpServer::Impl::PreRoute(const httplib::Request& request,
-                                                            httplib::Response& response) {
+httplib::Server::Handler HttpServer::Impl::Authenticated(httplib::Server::Handler handler) {
+  return [this, handler = std::move(handler)](const httplib::Request& request,
+                                              httplib::Response& response) {
+    if (CheckAuthorization(request, response)) handler(request, response);
+  };
+}
+
+httplib::Server::HandlerResponse HttpServer::Impl::PreRoute(const httplib::Request& /*request*/,
+                                                            httplib::Response& /*response*/) {
   t_request_start_us = SteadyNowUs();
-  if (options_.password.empty() || request.path == kHealthzPath) {
-    return httplib::Server::HandlerResponse::Unhandled;
-  }
+  return httplib::Server::HandlerResponse::Unhandled;
+}
+
+bool HttpServer::Impl::CheckAuthorization(const httplib::Request& request,
+                                          httplib::Response& response) {
+  if (options_.password.empty()) return true;
   static constexpr std::string_view kBearer = "Bearer ";
   const std::string& given = request.get_header_value("Authorization");
   bool ok = given.size() > kBearer.size() && given.compare(0, kBearer.size(), kBearer) == 0 &&
             ConstantTimeEquals(std::string_view(given).substr(kBearer.size()), options_.password);
-  if (ok) return httplib::Server::HandlerResponse::Unhandled;
+  if (ok) return true;
   response.set_header("WWW-Authenticate", "Bearer");
   WriteError(401, "UNAUTHORIZED",
              given.empty() ? "this server requires \"Authorization: Bearer <password>\""
                            : "wrong password",
              response);
-  return httplib::Server::HandlerResponse::Handled;
+  return false;
 }
 
 Reply HttpServer::Impl::HandleTransfer(const httplib::Request& request) {
