@@ -128,19 +128,28 @@ TEST_F(RouterClusterTest, EveryCallThroughEitherRouterReachesAccountsOnEveryShar
     EXPECT_TRUE(absl::StrContains(CallOnce(ShardPort(shard), {"AUDIT"}), "conserved, :1"));
   }
 
-  // Cross-shard: refused by the router, nothing sent, nothing changed anywhere.
+  // Cross-shard: the executors move the money exactly once, in either mode, and TX
+  // shows the home shard's row.
   const std::string from = S(AccountsOn("shard-0", 1)[0]);
   const std::string to = S(AccountsOn("shard-1", 1)[0]);
-  const uint64_t sent_before = InfoNumber(Info(routers[0]->port(), "shards"), "shard_commands_sent");
-  EXPECT_EQ(a.Call({"TRANSFER", from, to, "10", "USD", "cross-1"}),
-            "-CROSS_SHARD_UNSUPPORTED cross-shard transfers need the TC/C or saga executors (not yet available); "
-            "nothing was done");
-  EXPECT_EQ(Word(a.Call({"TRANSFER", from, to, "10", "USD", "cross-2", "MODE", "saga"})), "CROSS_SHARD_UNSUPPORTED");
-  EXPECT_EQ(InfoNumber(Info(routers[0]->port(), "shards"), "shard_commands_sent"), sent_before);
-  EXPECT_EQ(a.Call({"BALANCE", from}), "[:710, :0, USD]");
-  EXPECT_EQ(b.Call({"BALANCE", to}), "[:710, :0, USD]");
-  EXPECT_EQ(b.Call({"TX", "cross-1"}), "(nil)");
-  EXPECT_EQ(InfoNumber(Info(routers[0]->port(), "stats"), "cross_shard_refused"), 2u);
+  EXPECT_EQ(a.Call({"TRANSFER", from, to, "10", "USD", "cross-1"}), "+OK");
+  EXPECT_EQ(a.Call({"TRANSFER", from, to, "10", "USD", "cross-2", "MODE", "saga"}), "+OK");
+  EXPECT_EQ(b.Call({"TRANSFER", from, to, "10", "USD", "cross-1"}), "+OK");  // a repeat: no second move
+  EXPECT_EQ(Word(b.Call({"TRANSFER", from, to, "11", "USD", "cross-1"})), "TXID_REUSED");
+  EXPECT_EQ(a.Call({"BALANCE", from}), "[:690, :0, USD]");
+  EXPECT_TRUE(Eventually([&] { return b.Call({"BALANCE", to}) == "[:730, :0, USD]"; })) << b.Call({"BALANCE", to});
+  EXPECT_TRUE(Eventually([&] { return absl::StrContains(b.Call({"TX", "cross-1"}), "row.phase, committed"); }))
+      << b.Call({"TX", "cross-1"});
+  const std::string row = b.Call({"TX", "cross-2"});
+  EXPECT_TRUE(absl::StrContains(row, "kind, saga")) << row;
+  EXPECT_TRUE(absl::EndsWith(row, "shard, shard-0]")) << row;
+  EXPECT_TRUE(Eventually([&] { return a.Call({"TX.INDOUBT"}) == "[]"; })) << a.Call({"TX.INDOUBT"});
+  const std::string transactions = Info(routers[0]->port(), "transactions");
+  EXPECT_EQ(InfoNumber(transactions, "tcc_committed"), 1u) << transactions;
+  EXPECT_EQ(InfoNumber(transactions, "saga_committed"), 1u) << transactions;
+  for (const std::string shard : {"shard-0", "shard-1"}) {
+    EXPECT_TRUE(absl::StrContains(CallOnce(ShardPort(shard), {"AUDIT"}), "conserved, :1"));
+  }
 
   const std::string info = Info(routers[1]->port());
   EXPECT_EQ(InfoField(info, "map_version"), "0") << info;
@@ -201,9 +210,9 @@ TEST_F(RouterClusterTest, MalformedCallsAreRefusedLikeTheShardRefusesThemWithout
   EXPECT_EQ(client.Call({"PING"}), "+PONG");  // the connection stays usable
 }
 
-// Transfers through both routers at once, some of them cross-shard: every
-// same-shard transfer is applied once, no cross-shard one moves anything, and each
-// shard's money is conserved.
+// Transfers through both routers at once, some of them cross-shard (TC/C, the
+// default): every one is applied, each shard's books balance, and the cluster holds
+// exactly what was deposited, with nothing left held or in doubt.
 TEST_F(RouterClusterTest, ConcurrentTransfersThroughTwoRoutersConserveMoneyOnEveryShard) {
   ASSERT_NO_FATAL_FAILURE(StartAllShards());
   ServerProcess* routers[2] = {StartRouter("router-a"), StartRouter("router-b")};
@@ -222,7 +231,7 @@ TEST_F(RouterClusterTest, ConcurrentTransfersThroughTwoRoutersConserveMoneyOnEve
     ASSERT_EQ(setup.Call({"DEPOSIT", account, "100000", "seed-" + account}), "+OK");
   }
   constexpr int kTransfersPerClient = 300;
-  std::atomic<int> cross_refused{0}, applied{0}, unexpected{0};
+  std::atomic<int> cross_applied{0}, applied{0}, unexpected{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 2; ++t) {
     threads.emplace_back([&, t] {
@@ -234,10 +243,8 @@ TEST_F(RouterClusterTest, ConcurrentTransfersThroughTwoRoutersConserveMoneyOnEve
         const std::string txid = absl::StrCat("c", t, "-", i);
         const std::string reply = client.Call({"TRANSFER", from, to, S(1 + i % 97), "EUR", txid});
         const bool cross = owner.at(from) != owner.at(to);
-        if (cross && Word(reply) == "CROSS_SHARD_UNSUPPORTED") {
-          ++cross_refused;
-        } else if (!cross && reply == "+OK") {
-          ++applied;
+        if (reply == "+OK") {
+          ++(cross ? cross_applied : applied);
         } else {
           ++unexpected;
           ADD_FAILURE() << from << " -> " << to << ": " << reply;
@@ -248,15 +255,24 @@ TEST_F(RouterClusterTest, ConcurrentTransfersThroughTwoRoutersConserveMoneyOnEve
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(unexpected.load(), 0);
   EXPECT_GT(applied.load(), 0);
-  EXPECT_GT(cross_refused.load(), 0);
+  EXPECT_GT(cross_applied.load(), 0);
+  EXPECT_TRUE(Eventually([&] { return setup.Call({"TX.INDOUBT"}) == "[]"; })) << setup.Call({"TX.INDOUBT"});
+  int64_t total = 0;
+  for (const std::string& account : accounts) {
+    const std::string balance = setup.Call({"BALANCE", account});  // [:available, :held, EUR]
+    EXPECT_TRUE(absl::StrContains(balance, ", :0, EUR]")) << account << " " << balance;
+    total += std::strtoll(balance.c_str() + 2, nullptr, 10);
+  }
+  EXPECT_EQ(total, 600000);
   for (int s = 0; s < 2; ++s) {
     const std::string audit = CallOnce(ShardPort(cluster::ShardIdFor(s)), {"AUDIT"});
-    EXPECT_TRUE(absl::StrContains(audit, "available, 300000,")) << audit;
+    EXPECT_TRUE(absl::StrContains(audit, "held, 0,")) << audit;
+    EXPECT_TRUE(absl::StrContains(audit, "pending_credit, 0,")) << audit;
     EXPECT_TRUE(absl::StrContains(audit, "conserved, :1")) << audit;
   }
   const uint64_t calls = InfoNumber(Info(routers[0]->port(), "stats"), "calls_transfer") +
                          InfoNumber(Info(routers[1]->port(), "stats"), "calls_transfer");
-  EXPECT_EQ(calls, static_cast<uint64_t>(applied.load() + cross_refused.load()));
+  EXPECT_EQ(calls, static_cast<uint64_t>(applied.load() + cross_applied.load()));
 }
 
 // The map moves a partition from shard-0 to shard-1 while a client keeps

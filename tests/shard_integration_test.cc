@@ -606,6 +606,17 @@ TEST_F(ShardTest, EveryRejectionHasItsCodeAndChangesNothing) {
       {{"ROW.SET", "row-1", "decision", "cancel"}, "DECISION_FIXED"},
       {{"ROW.SET", "row-1", "phase", "aborted"}, "BAD_TRANSITION"},
       {{"ROW.CLAIM", "row-1", "router-b", "1000"}, "LEASED"},
+      // Second phases: the decision guard on the row's shard, the ROW suffix.
+      {{"TCC.CANCEL", "row-1", "DEBIT"}, "DECISION_FIXED"},
+      {{"TCC.CANCEL", "row-1", "CREDIT", "ROW", "attempts", "1"}, "DECISION_FIXED"},
+      {{"SAGA.COMPENSATE", "row-1", "1", "ROW", "decision", "cancel"}, "TXID_REUSED"},
+      {{"TCC.CONFIRM", "confirmed-1", "DEBIT", "ROW", "attempts", "1"}, "NO_ROW"},
+      {{"TCC.CANCEL", "c-no-row", "CREDIT", "ROW", "decision", "cancel"}, "NO_ROW"},
+      {{"TCC.CONFIRM", "c-suffix", "DEBIT", "ROWS", "decision", "confirm"}, "MALFORMED"},
+      {{"TCC.CONFIRM", "c-suffix", "DEBIT", "ROW", "colour", "red"}, "MALFORMED"},
+      {{"SAGA.COMPENSATE", "c-suffix", "1", "ROW", "decision", "maybe"}, "MALFORMED"},
+      {{"TCC.CONFIRM", "c-suffix", "DEBIT", "ROW"}, "WRONG_ARITY"},
+      {{"SAGA.COMPENSATE", "c-suffix", "1", "ROW", "decision", "cancel", "phase"}, "WRONG_ARITY"},
       {{"OPEN", "abc", "USD"}, "MALFORMED"},
       {{"OPEN", "18446744073709551616", "USD"}, "MALFORMED"},
       {{"OPEN", "6", "usd"}, "MALFORMED"},
@@ -642,7 +653,8 @@ TEST_F(ShardTest, EveryRejectionHasItsCodeAndChangesNothing) {
     EXPECT_EQ(c->Run({"BALANCE", absl::StrCat(account)}).ToString(), balances_before[account - 1]);
   }
   for (const char* txid : {"t-insufficient", "w-insufficient", "try-insufficient", "d-unknown",
-                           "t-currency", "d-overflow", "t-same", "d-zero", "t-direction"}) {
+                           "t-currency", "d-overflow", "t-same", "d-zero", "t-direction",
+                           "c-no-row", "c-suffix"}) {
     EXPECT_EQ(c->Run({"TX", txid}).ToString(), "(nil)") << txid;
   }
   EXPECT_EQ(c->Run({"TRANSFER", "2", "1", "1", "USD", "t-insufficient"}).ErrorCode(),
@@ -670,6 +682,7 @@ TEST_F(ShardTest, EveryRejectionHasItsCodeAndChangesNothing) {
   // session expiry...) and src/router/router_core_test.cc.
   covered.insert("CROSS_SHARD_UNSUPPORTED");
   covered.insert("UNAVAILABLE");
+  covered.insert("ABORTED");
   for (size_t i = 1; i < static_cast<size_t>(ResultCode::kCount_); ++i) {
     std::string name(ResultCodeName(static_cast<ResultCode>(i)));
     EXPECT_TRUE(covered.contains(name)) << "no wire test produces " << name;
@@ -968,7 +981,8 @@ TEST_F(ShardTest, IdempotencyWindowForgetsOnlyFinishedTransactions) {
   EXPECT_EQ(c->Run({"ROW.GET", "t-open"}).Fields()["phase"], "trying");
   EXPECT_EQ(c->Run({"TX", "t-plain"}).Fields()["branch:DEBIT"].rfind("state=tried", 0), 0u);
   EXPECT_EQ(c->Run({"TCC.CANCEL", "t-plain", "DEBIT"}).ToString(), "+OK");
-  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t-open", "DEBIT"}).ToString(), "+OK");
+  // t-open's row is on this shard: its confirm needs the decision (written with it).
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t-open", "DEBIT", "ROW", "decision", "confirm"}).ToString(), "+OK");
   EXPECT_EQ(c->Run({"BALANCE", "1"}).ToString(), Balance(701, 0, "USD"));
 
   // Past the window a reused id is a new request (documented in engine.h).
@@ -1422,8 +1436,8 @@ TEST_F(ShardTest, TccAndSagaOverTheWire) {
   EXPECT_EQ(row["decision"], "none");
   EXPECT_EQ(row["phase"], "trying");
   EXPECT_EQ(row["debit_try"], "ok");
-  // A replayed try changes nothing.
-  EXPECT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD", "ROW", "11"}).ToString(), "+OK");
+  // A replayed try changes nothing (a row-creating try says so: +REPLAYED).
+  EXPECT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD", "ROW", "11"}).ToString(), "+REPLAYED");
   EXPECT_EQ(c->Run({"BALANCE", "10"}).ToString(), Balance(700, 300, "USD"));
 
   EXPECT_EQ(c->Run({"TCC.TRY", "t1", "CREDIT", "11", "300", "USD"}).ToString(), "+OK");
@@ -1489,6 +1503,112 @@ TEST_F(ShardTest, TccAndSagaOverTheWire) {
   EXPECT_EQ(audit["held"], "0");
   EXPECT_EQ(audit["pending_credit"], "0");
   EXPECT_EQ(audit["deposited"], "1000");
+  EXPECT_EQ(audit["conserved"], "1");
+}
+
+// The second phases for the executors: the ROW suffix (a row update committed with
+// the branch), the decision guard on the row's shard, end fields set by the branch,
+// credit_try sent at the row's creation and +REPLAYED for a replayed row-creating try.
+TEST_F(ShardTest, SecondPhasesWithRowSuffixOverTheWire) {
+  ASSERT_NO_FATAL_FAILURE(StartShard());
+  std::unique_ptr<Client> c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->Run({"OPEN", "10", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"OPEN", "11", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"DEPOSIT", "10", "1000", "dep-10"}).ToString(), "+OK");
+
+  // A row created by the debit's try: credit_try sent; its replay is +REPLAYED (another
+  // executor owns it), the same try without ROW stays +OK.
+  ASSERT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD", "ROW", "11"}).ToString(), "+OK");
+  std::map<std::string, std::string> row = c->Run({"ROW.GET", "t1"}).Fields();
+  EXPECT_EQ(row["debit_try"], "ok");
+  EXPECT_EQ(row["credit_try"], "sent");
+  EXPECT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD", "ROW", "11"}).ToString(), "+REPLAYED");
+  EXPECT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD"}).ToString(), "+OK");
+  EXPECT_EQ(c->Run({"TCC.TRY", "t1", "DEBIT", "10", "300", "USD", "ROW", "12"}).ErrorCode(), "ROW_EXISTS");
+  ASSERT_EQ(c->Run({"TCC.TRY", "t1", "CREDIT", "11", "300", "USD"}).ToString(), "+OK");
+
+  // Suffix parsing errors change nothing.
+  const std::string row_before = c->Run({"ROW.GET", "t1"}).ToString();
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "ROW"}).ErrorCode(), "WRONG_ARITY");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "ROW", "decision"}).ErrorCode(), "WRONG_ARITY");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "RAW", "decision", "confirm"}).ErrorCode(), "MALFORMED");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "ROW", "decision", "yes"}).ErrorCode(), "MALFORMED");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "ROW", "decision", "confirm", "decision", "confirm"})
+                .ErrorCode(),
+            "MALFORMED");
+  EXPECT_EQ(c->Run({"TCC.CANCEL", "t1", "DEBIT", "ROW", "owner", "me"}).ErrorCode(), "MALFORMED");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "SIDEWAYS", "ROW", "decision", "confirm"}).ErrorCode(), "MALFORMED");
+  // The guard: no decision yet, then a decision that disagrees (written in the same
+  // command: refused as a whole, the decision is not written).
+  Reply no_decision = c->Run({"TCC.CONFIRM", "t1", "DEBIT"});
+  EXPECT_EQ(no_decision.ErrorCode(), "BAD_TRANSITION");
+  EXPECT_NE(no_decision.text.find("ROW decision confirm"), std::string::npos) << no_decision.text;
+  EXPECT_EQ(c->Run({"TCC.CANCEL", "t1", "DEBIT", "ROW", "decision", "confirm"}).ErrorCode(), "DECISION_FIXED");
+  EXPECT_EQ(c->Run({"ROW.GET", "t1"}).ToString(), row_before);
+  EXPECT_EQ(c->Run({"BALANCE", "10"}).ToString(), Balance(700, 300, "USD"));
+
+  // Decision and phase with the confirm: both happen; again, a replay.
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "row", "decision", "confirm", "phase", "confirming"})
+                .ToString(),
+            "+OK");
+  row = c->Run({"ROW.GET", "t1"}).Fields();
+  EXPECT_EQ(row["decision"], "confirm");
+  EXPECT_EQ(row["phase"], "confirming");
+  EXPECT_EQ(row["debit_end"], "done");
+  EXPECT_EQ(row["credit_end"], "none");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "DEBIT", "ROW", "decision", "confirm", "phase", "confirming"})
+                .ToString(),
+            "+OK");
+  EXPECT_EQ(c->Run({"BALANCE", "10"}).ToString(), Balance(700, 0, "USD"));
+  // The written decision refuses the other second phase.
+  Reply fixed = c->Run({"TCC.CANCEL", "t1", "CREDIT"});
+  EXPECT_EQ(fixed.ErrorCode(), "DECISION_FIXED");
+  EXPECT_NE(fixed.text.find("confirm"), std::string::npos) << fixed.text;
+  // The last confirm finishes the row in the same command.
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "CREDIT", "ROW", "phase", "committed"}).ToString(), "+OK");
+  row = c->Run({"ROW.GET", "t1"}).Fields();
+  EXPECT_EQ(row["phase"], "committed");
+  EXPECT_EQ(row["credit_end"], "done");
+  EXPECT_EQ(c->Run({"BALANCE", "11"}).ToString(), Balance(300, 0, "USD"));
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "CREDIT", "ROW", "phase", "committed"}).ToString(), "+OK");
+  EXPECT_EQ(c->Run({"TCC.CONFIRM", "t1", "CREDIT", "ROW", "attempts", "1"}).ErrorCode(), "BAD_TRANSITION");
+
+  // The suffix needs the row on this shard; without it the branch is unguarded.
+  ASSERT_EQ(c->Run({"TCC.TRY", "t2", "CREDIT", "11", "5", "USD"}).ToString(), "+OK");
+  EXPECT_EQ(c->Run({"TCC.CANCEL", "t2", "CREDIT", "ROW", "decision", "cancel"}).ErrorCode(), "NO_ROW");
+  EXPECT_EQ(c->Run({"TCC.CANCEL", "t2", "CREDIT"}).ToString(), "+OK");
+
+  // Saga: a replayed row-creating step is +REPLAYED; the compensation needs decision
+  // cancel, and may carry it (and the end of the row) with it.
+  ASSERT_EQ(c->Run({"SAGA.STEP", "s1", "1", "DEBIT", "10", "100", "USD", "ROW", "11"}).ToString(), "+OK");
+  EXPECT_EQ(c->Run({"ROW.GET", "s1"}).Fields()["credit_try"], "sent");
+  EXPECT_EQ(c->Run({"SAGA.STEP", "s1", "1", "DEBIT", "10", "100", "USD", "ROW", "11"}).ToString(), "+REPLAYED");
+  EXPECT_EQ(c->Run({"SAGA.STEP", "s1", "1", "DEBIT", "10", "100", "USD"}).ToString(), "+OK");
+  EXPECT_EQ(c->Run({"SAGA.COMPENSATE", "s1", "1"}).ErrorCode(), "BAD_TRANSITION");
+  EXPECT_EQ(c->Run({"SAGA.COMPENSATE", "s1", "1", "ROW", "decision", "confirm"}).ErrorCode(), "DECISION_FIXED");
+  EXPECT_EQ(c->Run({"BALANCE", "10"}).ToString(), Balance(600, 0, "USD"));
+  EXPECT_EQ(c->Run({"SAGA.COMPENSATE", "s1", "1", "ROW", "decision", "cancel", "phase", "aborted"})
+                .ToString(),
+            "+OK");
+  row = c->Run({"ROW.GET", "s1"}).Fields();
+  EXPECT_EQ(row["decision"], "cancel");
+  EXPECT_EQ(row["phase"], "aborted");
+  EXPECT_EQ(row["debit_end"], "done");
+  EXPECT_EQ(c->Run({"SAGA.COMPENSATE", "s1", "1", "ROW", "decision", "cancel", "phase", "aborted"})
+                .ToString(),
+            "+OK");
+  EXPECT_EQ(c->Run({"SAGA.COMPENSATE", "s1", "2"}).ToString(), "+EMPTY");  // decided cancel: a fence
+  EXPECT_EQ(c->Run({"BALANCE", "10"}).ToString(), Balance(700, 0, "USD"));
+
+  // The usage names the suffix.
+  Reply arity = c->Run({"TCC.CANCEL", "t9"});
+  EXPECT_EQ(arity.ErrorCode(), "WRONG_ARITY");
+  EXPECT_NE(arity.text.find("[ROW field value ...]"), std::string::npos) << arity.text;
+
+  std::map<std::string, std::string> audit = c->Run({"AUDIT"}).Fields();
+  EXPECT_EQ(audit["held"], "0");
+  EXPECT_EQ(audit["pending_credit"], "0");
   EXPECT_EQ(audit["conserved"], "1");
 }
 

@@ -39,6 +39,7 @@ constexpr CodeInfo kCodes[] = {
     {"LOG_UNAVAILABLE", ResultClass::kRetry},
     {"CROSS_SHARD_UNSUPPORTED", ResultClass::kRejected},
     {"UNAVAILABLE", ResultClass::kRetry},
+    {"ABORTED", ResultClass::kRejected},
 };
 static_assert(sizeof(kCodes) / sizeof(kCodes[0]) == static_cast<size_t>(ResultCode::kCount_),
               "kCodes must list every ResultCode in order");

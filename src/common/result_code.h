@@ -54,6 +54,8 @@ enum class ResultCode : uint8_t {
                          // refused until it can; retry later with the same txid
   kCrossShardUnsupported,  // router: a transfer between two shards before the executors exist
   kUnavailable,          // router: the owning shard could not be reached or did not answer
+  kAborted,              // router: a cross-shard transfer was cancelled because a shard could
+                         // not be reached in time; nothing moved; retry with a new txid
   kCount_,               // not a code
 };
 

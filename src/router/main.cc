@@ -89,6 +89,19 @@ ABSL_FLAG(uint32_t, http_worker_threads, 8,
           "HTTP worker threads; each serves one connection at a time.");
 ABSL_FLAG(int64_t, drain_timeout_ms, 5'000,
           "On SIGTERM/SIGINT, how long to wait for the calls in flight to be answered.");
+ABSL_FLAG(std::string, default_transfer_mode, "tcc",
+          "Mode of a cross-shard TRANSFER without MODE: tcc (funds held until confirm) or saga (debited at "
+          "once, refunded on failure). Give every router of a cluster the same value.");
+ABSL_FLAG(int64_t, tx_answer_within_ms, 2'000,
+          "A cross-shard transfer's client waits at most this long; then -UNAVAILABLE (outcome not known yet) "
+          "while the transfer goes on.");
+ABSL_FLAG(int32_t, tx_first_phase_attempts, 3,
+          "Sends of a try / forward step without an answer before TC/C cancels (1-100).");
+ABSL_FLAG(int64_t, tx_lease_ms, 10'000, "A router's claim on a transaction it drives (1-600000).");
+ABSL_FLAG(bool, resolver, true, "Run the resolver, which finishes transactions other routers left in doubt.");
+ABSL_FLAG(int64_t, resolver_interval_ms, 1'000, "How often the resolver scans every shard's phase rows.");
+ABSL_FLAG(int64_t, resolver_min_age_ms, 5'000,
+          "A row not updated for this long is in doubt and is taken over by a resolver.");
 
 namespace {
 
@@ -175,6 +188,25 @@ int main(int argc, char** argv) {
   if (core_options.max_in_flight < 1 || core_options.max_moved_retries < 0 || core_options.max_moved_retries > 10 ||
       core_options.moved_retry_wait_ms < 1) {
     wallet::LogError("--max_in_flight must be >= 1, --max_moved_retries 0-10, --moved_retry_wait_ms >= 1");
+    return 2;
+  }
+  if (!wallet::xshard::ParseTransferMode(absl::GetFlag(FLAGS_default_transfer_mode), &core_options.default_mode)) {
+    wallet::LogError("--default_transfer_mode must be tcc or saga");
+    return 2;
+  }
+  core_options.executor.answer_within_ms = absl::GetFlag(FLAGS_tx_answer_within_ms);
+  core_options.executor.first_phase_attempts = absl::GetFlag(FLAGS_tx_first_phase_attempts);
+  core_options.executor.lease_ms = absl::GetFlag(FLAGS_tx_lease_ms);
+  core_options.run_resolver = absl::GetFlag(FLAGS_resolver);
+  core_options.resolver.interval_ms = absl::GetFlag(FLAGS_resolver_interval_ms);
+  core_options.resolver.min_age_ms = absl::GetFlag(FLAGS_resolver_min_age_ms);
+  if (core_options.executor.answer_within_ms < 1 || core_options.executor.first_phase_attempts < 1 ||
+      core_options.executor.first_phase_attempts > 100 || core_options.executor.lease_ms < 1 ||
+      core_options.executor.lease_ms > 600'000 || core_options.resolver.interval_ms < 1 ||
+      core_options.resolver.min_age_ms < 0) {
+    wallet::LogError(
+        "--tx_answer_within_ms >= 1, --tx_first_phase_attempts 1-100, --tx_lease_ms 1-600000, "
+        "--resolver_interval_ms >= 1 and --resolver_min_age_ms >= 0 are required");
     return 2;
   }
 

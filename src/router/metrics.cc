@@ -162,11 +162,55 @@ void AppendRouterMetrics(const RouterStats* stats, const RouterMetricsOptions& o
                      "1 when the router core answered the stats request in time (the "
                      "wallet_router_* values are fresh), 0 when it did not (they are left out).",
                      stats != nullptr ? 1 : 0, out);
+  if (stats == nullptr) {
+    AppendScalarFamily("wallet_in_doubt_transactions", "gauge",
+                       "Cross-shard transactions in doubt (unfinished rows older than the resolver's "
+                       "threshold, all shards, at the resolver's last scan).",
+                       options.in_doubt_transactions, out);
+    return;
+  }
   AppendScalarFamily("wallet_in_doubt_transactions", "gauge",
-                     "Cross-shard transactions in doubt (begun, not finished). Always 0 until the "
-                     "TC/C and saga executors exist: the router refuses cross-shard transfers.",
-                     options.in_doubt_transactions, out);
-  if (stats == nullptr) return;
+                     "Cross-shard transactions in doubt (unfinished rows older than the resolver's "
+                     "threshold, all shards, at the resolver's last scan).",
+                     stats->resolver.in_doubt_now, out);
+  AppendScalarFamily("wallet_oldest_in_doubt_seconds", "gauge",
+                     "Age of the oldest transaction in doubt at the resolver's last scan (0: none).",
+                     StrCat(static_cast<double>(stats->resolver.oldest_in_doubt_ms_now) / 1000.0), out);
+  {
+    const xshard::ExecutorStats& tx = stats->transactions;
+    AppendHeader("wallet_transactions_total", "counter",
+                 "Cross-shard transfers by mode and the outcome their client was told (committed, "
+                 "rejected, aborted, in_doubt), and rows this router finished (finished_committed, "
+                 "finished_aborted).",
+                 out);
+    for (int mode = 0; mode < xshard::kModeCount; ++mode) {
+      const std::string_view name = xshard::TransferModeName(static_cast<xshard::TransferMode>(mode));
+      const std::pair<std::string_view, uint64_t> outcomes[] = {
+          {"committed", tx.committed[mode]},
+          {"rejected", tx.rejected[mode]},
+          {"aborted", tx.aborted[mode]},
+          {"in_doubt", tx.answered_in_doubt[mode]},
+          {"finished_committed", tx.finished_committed[mode]},
+          {"finished_aborted", tx.finished_aborted[mode]}};
+      for (const auto& [outcome, count] : outcomes) {
+        StrAppend(out, "wallet_transactions_total{mode=\"", name, "\",outcome=\"", outcome, "\"} ", count, "\n");
+      }
+    }
+    AppendHeader("wallet_resolver_actions_total", "counter",
+                 "What the resolver did: scans, rows claimed, claims refused (another router's "
+                 "lease), rows brought to an outcome, scans a shard did not answer.",
+                 out);
+    const std::pair<std::string_view, uint64_t> actions[] = {{"scan", stats->resolver.scans},
+                                                             {"claimed", stats->resolver.claimed},
+                                                             {"lease_refused", stats->resolver.lease_refused},
+                                                             {"finished", stats->resolver.finished},
+                                                             {"scan_error", stats->resolver.scan_errors}};
+    for (const auto& [action, count] : actions) {
+      StrAppend(out, "wallet_resolver_actions_total{action=\"", action, "\"} ", count, "\n");
+    }
+    AppendScalarFamily("wallet_transactions_active", "gauge", "Cross-shard transactions this router drives now.",
+                       tx.active_now, out);
+  }
 
   AppendScalarFamily("wallet_router_requests_total", "counter",
                      "Public API calls the router core has taken (RESP and HTTP).", stats->calls,
@@ -224,7 +268,7 @@ void AppendRouterMetrics(const RouterStats* stats, const RouterMetricsOptions& o
        "same transaction id to learn it).",
        StrCat(stats->outcome_unknown)},
       {"wallet_router_cross_shard_refused_total", "counter",
-       "Transfers refused CROSS_SHARD_UNSUPPORTED (the executors do not exist yet).",
+       "Transfers refused CROSS_SHARD_UNSUPPORTED (none since the executors exist).",
        StrCat(stats->cross_shard_refused)},
       {"wallet_router_in_flight", "gauge", "Calls sent to shards and not yet answered.",
        StrCat(stats->in_flight_now)},

@@ -20,7 +20,11 @@
 //   wallet_router_in_flight                              gauge
 //   wallet_router_map_version                            gauge (-1: no map yet)
 //   wallet_router_live_shards                            gauge
-//   wallet_in_doubt_transactions                         gauge (0 until the executors exist)
+//   wallet_in_doubt_transactions                         gauge (resolver's last scan)
+//   wallet_oldest_in_doubt_seconds                       gauge
+//   wallet_transactions_total{mode,outcome}              counter
+//   wallet_resolver_actions_total{action}                counter
+//   wallet_transactions_active                           gauge
 //
 // Example:
 //   HttpMetrics metrics;

@@ -12,16 +12,21 @@
 //   DEPOSIT account amount txid               -> +OK
 //   WITHDRAW account amount txid              -> +OK
 //   TRANSFER from to amount currency txid [MODE tcc|saga]
-//                                             -> +OK; same-shard only until the
-//                                                executors land: a cross-shard
-//                                                transfer is refused with
-//                                                -CROSS_SHARD_UNSUPPORTED (nothing
-//                                                is sent to any shard)
+//                                             -> +OK; one shard command when both
+//                                                accounts share a shard, else the TC/C
+//                                                or saga executor (src/tcc, src/saga):
+//                                                -ABORTED when it was cancelled because
+//                                                a shard was unreachable, -UNAVAILABLE
+//                                                while its outcome is not known yet
 //   BALANCE account                           -> [available, held, currency]
 //   TX txid                                   -> the transaction's state: the record of
-//                                                the first shard that knows it plus a
+//                                                the shard that holds its phase row (or
+//                                                of the first shard that knows it) plus a
 //                                                "shard" field; nil when every shard
 //                                                answered and none knows it
+//   TX.INDOUBT [min_age_ms] [COUNT n]         -> unfinished cross-shard txids (all shards)
+//   TX.RESOLVE txid confirm|cancel            -> an operator drives a row to its end, in
+//                                                the safe direction only
 //   PING [message]                            -> +PONG
 //   INFO [section]                            -> router counters
 // (AUTH is handled by the front end before a call reaches the core.)
@@ -54,7 +59,9 @@
 #include <vector>
 
 #include "common/result_code.h"
+#include "router/transactions.h"
 #include "shardlink/shard_reply.h"
+#include "xshard/transfer.h"
 
 namespace wallet::router {
 
@@ -62,7 +69,9 @@ using RouterCallback = std::function<void(shardlink::ShardReply reply)>;
 
 // The public API's commands, as counters and metric labels index them. kOther
 // counts calls whose name is not in the API (answered UNKNOWN_COMMAND).
-enum class RouterCommand : uint8_t { kOpen, kDeposit, kWithdraw, kTransfer, kBalance, kTx, kPing, kInfo, kOther, kCount_ };
+enum class RouterCommand : uint8_t {
+  kOpen, kDeposit, kWithdraw, kTransfer, kBalance, kTx, kPing, kInfo, kTxInDoubt, kTxResolve, kOther, kCount_
+};
 // "OPEN", "DEPOSIT", ..., "OTHER": for INFO fields and metric labels.
 std::string_view RouterCommandName(RouterCommand command);
 
@@ -89,7 +98,11 @@ struct RouterStats {
   uint64_t overloads = 0;       // calls refused -BUSY (router or shard link limits)
   uint64_t outcome_unknown = 0; // mutations answered -UNAVAILABLE with an unknown outcome:
                                 // in doubt for the client until it retries with the txid
-  uint64_t cross_shard_refused = 0;  // transfers refused -CROSS_SHARD_UNSUPPORTED
+  uint64_t cross_shard_refused = 0;  // transfers refused -CROSS_SHARD_UNSUPPORTED (none since the
+                                     // executors landed; kept for dashboards)
+  // Cross-shard transfers: the executors' counters (by mode, outcome) and the resolver's.
+  xshard::ExecutorStats transactions;
+  ResolverStats resolver;
   uint64_t in_flight_now = 0;
   int32_t map_version_now = -1;
   uint64_t live_shards_now = 0;

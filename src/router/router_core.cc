@@ -45,10 +45,11 @@ constexpr CommandSpec kCommands[] = {
     {"TX", RouterCommand::kTx, 2, Effect::kRead, "txid"},
     {"PING", RouterCommand::kPing, -1, Effect::kRead, "[message]"},
     {"INFO", RouterCommand::kInfo, -1, Effect::kRead, "[section]"},
+    {"TX.INDOUBT", RouterCommand::kTxInDoubt, -1, Effect::kRead, "[min_age_ms] [COUNT n]"},
+    {"TX.RESOLVE", RouterCommand::kTxResolve, 3, Effect::kMutation, "txid confirm|cancel"},
 };
 
-constexpr std::string_view kCrossShardMessage =
-    "cross-shard transfers need the TC/C or saga executors (not yet available); nothing was done";
+constexpr size_t kMaxInDoubtList = 10'000;  // TX.INDOUBT's COUNT bound (per shard, as ROW.INDOUBT)
 
 const CommandSpec* FindCommand(std::string_view name) {
   for (const CommandSpec& spec : kCommands) {
@@ -158,6 +159,31 @@ ArgumentError CheckArguments(RouterCommand command, const std::vector<std::strin
     case RouterCommand::kTx:
       CheckTxid(args[1], &error);
       return error;
+    case RouterCommand::kTxInDoubt: {
+      // [min_age_ms] [COUNT n]
+      size_t at = 1;
+      uint64_t value;
+      if (at < args.size() && !EqualsIgnoreCase(args[at], "COUNT")) {
+        if (!ParseUint64(args[at], &value) || value > (uint64_t{1} << 40)) {
+          return Malformed("min_age_ms must be a non-negative integer");
+        }
+        ++at;
+      }
+      if (at < args.size()) {
+        if (!EqualsIgnoreCase(args[at], "COUNT") || at + 2 != args.size() || !ParseUint64(args[at + 1], &value) ||
+            value < 1 || value > kMaxInDoubtList) {
+          return Malformed(StrCat("usage: TX.INDOUBT [min_age_ms] [COUNT n] with n 1-", kMaxInDoubtList));
+        }
+      }
+      return error;
+    }
+    case RouterCommand::kTxResolve:
+      if (!CheckTxid(args[1], &error)) return error;
+      if (!EqualsIgnoreCase(args[2], "confirm") && !EqualsIgnoreCase(args[2], "cancel")) {
+        return Malformed(StrCat("resolution must be confirm or cancel, got '", std::string_view(args[2]).substr(0, 32),
+                                "'"));
+      }
+      return error;
     default:
       return error;
   }
@@ -183,8 +209,8 @@ bool SameMap(const cluster::VersionedPartitionMap* a, int64_t created_zxid, int3
 }  // namespace
 
 std::string_view RouterCommandName(RouterCommand command) {
-  constexpr std::string_view kNames[] = {"OPEN", "DEPOSIT", "WITHDRAW", "TRANSFER", "BALANCE",
-                                         "TX",   "PING",    "INFO",     "OTHER"};
+  constexpr std::string_view kNames[] = {"OPEN", "DEPOSIT", "WITHDRAW",   "TRANSFER",   "BALANCE", "TX",
+                                         "PING", "INFO",    "TX.INDOUBT", "TX.RESOLVE", "OTHER"};
   static_assert(std::size(kNames) == static_cast<size_t>(RouterCommand::kCount_));
   auto index = static_cast<size_t>(command);
   return index < std::size(kNames) ? kNames[index] : "OTHER";
@@ -219,6 +245,11 @@ struct RouterCore::Call {
   int64_t hint_map_zxid = -1;
   int32_t hint_map_version = -1;
   bool finished = false;
+  xshard::TransferMode mode = xshard::TransferMode::kTcc;  // TRANSFER: its MODE (or the default)
+  // An executor's call (CallOwnerOf / CallShard): answered through internal_done,
+  // not counted as a client call. target_shard: sent there, not routed.
+  xshard::CallDone internal_done;
+  std::string target_shard;
 };
 
 // A TX call asked of every pooled shard.
@@ -229,10 +260,22 @@ struct RouterCore::TxFanout {
 };
 
 RouterCore::RouterCore(EventLoop& loop, shardlink::ShardPool& pool, const RouterCoreOptions& options)
-    : loop_(loop), pool_(pool), options_(options) {}
+    : loop_(loop), pool_(pool), options_(options) {
+  xshard::ExecutorOptions executor_options = options_.executor;
+  if (!options_.router_id.empty()) executor_options.owner = options_.router_id;
+  executor_ = std::make_unique<TransactionExecutor>(loop_, *this, executor_options);
+  resolver_ = std::make_unique<Resolver>(loop_, *executor_, *this, options_.resolver, [this] {
+    std::vector<std::string> ids;
+    for (const auto& [id, address] : pooled_) ids.push_back(id);
+    return ids;
+  });
+  if (options_.run_resolver) resolver_->Start();
+}
 
 RouterCore::~RouterCore() {
   destroying_ = true;
+  resolver_.reset();
+  executor_.reset();  // flows still under way are left to the resolvers
   auto parked = std::move(parked_);
   parked_.clear();
   for (auto& [id, entry] : parked) {
@@ -303,21 +346,43 @@ void RouterCore::Execute(std::vector<std::string> args, RouterCallback done, uin
   call->effect = spec->effect;
   call->args = std::move(args);
   call->args[0] = std::string(spec->name);
-  if (command == RouterCommand::kTransfer) call->args.resize(6);  // MODE is the router's, not the shard's
+  if (command == RouterCommand::kTransfer) {
+    call->mode = options_.default_mode;
+    if (call->args.size() == 8) xshard::ParseTransferMode(call->args[7], &call->mode);
+    call->args.resize(6);  // MODE is the router's, not the shard's
+  }
   call->done = std::move(done);
   call->order_key = order_key;
   call->start_us = start_us;
   ++in_flight_;
-  if (command == RouterCommand::kTx) {
-    FanOutTx(call);
-  } else {
-    Dispatch(call);
+  switch (command) {
+    case RouterCommand::kTx:
+      FanOutTx(call);
+      break;
+    case RouterCommand::kTxInDoubt:
+      FanOutInDoubt(call);
+      break;
+    case RouterCommand::kTxResolve:
+      ResolveByHand(call);
+      break;
+    default:
+      Dispatch(call);
   }
 }
 
 void RouterCore::Dispatch(const CallPtr& call) {
   if (map_ == nullptr) {
     Finish(call, RouterError(ResultCode::kUnavailable, "no partition map loaded yet; nothing was done, retry later"));
+    return;
+  }
+  if (!call->target_shard.empty()) {
+    const std::string shard_id = call->target_shard;
+    const absl::InlinedVector<std::string_view, 16> views(call->args.begin(), call->args.end());
+    absl::Status sent = pool_.Send(
+        shard_id, views,
+        [this, call, shard_id](absl::StatusOr<ShardReply> reply) { OnShardReply(call, shard_id, std::move(reply)); },
+        0);
+    if (!sent.ok()) FinishInternal(call, xshard::CallResult::NotSent(StrCat(shard_id, ": ", FromAbsl(sent.message()))));
     return;
   }
   if (!SameMap(map_.get(), call->hint_map_zxid, call->hint_map_version)) call->hints.clear();
@@ -332,16 +397,19 @@ void RouterCore::Dispatch(const CallPtr& call) {
     }
   }
   if (call->account_count == 2 && owners[0] != owners[1]) {
-    ++stats_.cross_shard_refused;
-    Finish(call, RouterError(ResultCode::kCrossShardUnsupported, kCrossShardMessage));
+    StartCrossShard(call);
     return;
   }
   const std::string shard_id(owners[0]);
-  const absl::InlinedVector<std::string_view, 8> views(call->args.begin(), call->args.end());
+  const absl::InlinedVector<std::string_view, 16> views(call->args.begin(), call->args.end());
   absl::Status sent = pool_.Send(
       shard_id, views,
       [this, call, shard_id](absl::StatusOr<ShardReply> reply) { OnShardReply(call, shard_id, std::move(reply)); },
       call->order_key);
+  if (!sent.ok() && call->internal_done) {
+    FinishInternal(call, xshard::CallResult::NotSent(StrCat(shard_id, ": ", FromAbsl(sent.message()))));
+    return;
+  }
   if (!sent.ok()) {
     if (absl::IsNotFound(sent)) {
       sent = absl::UnavailableError(StrCat("shard ", shard_id, " (owner of partition ", partitions[0],
@@ -352,6 +420,13 @@ void RouterCore::Dispatch(const CallPtr& call) {
 }
 
 void RouterCore::OnShardReply(const CallPtr& call, const std::string& shard_id, absl::StatusOr<ShardReply> reply) {
+  if (!reply.ok() && call->internal_done) {
+    const std::string why = StrCat(shard_id, ": ", FromAbsl(reply.status().message()));
+    const bool not_sent = absl::IsUnauthenticated(reply.status()) || absl::IsResourceExhausted(reply.status()) ||
+                          why.find("was not sent") != std::string::npos;
+    FinishInternal(call, not_sent ? xshard::CallResult::NotSent(why) : xshard::CallResult::Unknown(why));
+    return;
+  }
   if (!reply.ok()) {
     // The callback form of a failure: the command may have run (Unavailable), or
     // never left (Unauthenticated).
@@ -411,58 +486,184 @@ void RouterCore::RetryAfterMoved(const CallPtr& call, const ShardReply& moved) {
   parked_.emplace(park_id, std::make_pair(call, timer));
 }
 
+void RouterCore::FanOut(std::vector<std::string> args,
+                        std::function<void(std::vector<std::pair<std::string, xshard::CallResult>>)> done) {
+  struct Gather {
+    size_t waiting = 0;
+    std::vector<std::pair<std::string, xshard::CallResult>> results;
+    std::function<void(std::vector<std::pair<std::string, xshard::CallResult>>)> done;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->done = std::move(done);
+  gather->waiting = pooled_.size() + 1;  // +1: released below, after every send
+  auto one_done = [gather] {
+    if (--gather->waiting == 0) gather->done(std::move(gather->results));
+  };
+  const std::vector<std::string> ids = [this] {
+    std::vector<std::string> list;
+    for (const auto& [id, address] : pooled_) list.push_back(id);
+    return list;
+  }();
+  for (const std::string& shard_id : ids) {
+    CallShard(shard_id, args, [gather, shard_id, one_done](xshard::CallResult result) {
+      gather->results.emplace_back(shard_id, std::move(result));
+      one_done();
+    });
+  }
+  one_done();
+}
+
 void RouterCore::FanOutTx(const CallPtr& call) {
   if (pooled_.empty()) {
     Finish(call, RouterError(ResultCode::kUnavailable, "no live shards to ask; retry later"));
     return;
   }
-  auto fanout = std::make_shared<TxFanout>();
-  fanout->call = call;
-  const std::string_view command[] = {"TX", call->args[1]};
-  for (const auto& [id, address] : pooled_) {
-    const std::string shard_id = id;
-    absl::Status sent = pool_.Send(shard_id, command, [this, fanout, shard_id](absl::StatusOr<ShardReply> reply) {
-      --fanout->waiting;
-      if (fanout->call->finished) return;
-      if (reply.ok() && !reply->is_error() && reply->type != ShardReply::Type::kNil) {
-        ShardReply known = *std::move(reply);
-        if (known.type == ShardReply::Type::kArray) {
-          ShardReply name, value;
-          name.type = value.type = ShardReply::Type::kBulk;
-          name.text = "shard";
-          value.text = shard_id;
-          known.elements.push_back(std::move(name));
-          known.elements.push_back(std::move(value));
-        }
-        Finish(fanout->call, std::move(known));
-        return;
+  FanOut({"TX", call->args[1]}, [this, call](std::vector<std::pair<std::string, xshard::CallResult>> results) {
+    // The shard with the phase row (or a local record) tells the whole story; a
+    // shard with only the other branch is the fallback.
+    const ShardReply* best = nullptr;
+    std::string best_shard;
+    bool best_has_row = false;
+    std::vector<std::string> failures;
+    for (const auto& [shard_id, result] : results) {
+      if (result.kind != xshard::CallResult::Kind::kReply || result.reply.is_error()) {
+        failures.push_back(StrCat(shard_id, ": ", result.ToString()));
+        continue;
       }
-      if (!reply.ok()) fanout->failures.push_back(StrCat(shard_id, ": ", FromAbsl(reply.status().message())));
-      if (reply.ok() && reply->is_error()) fanout->failures.push_back(StrCat(shard_id, ": -", reply->text));
-      if (fanout->waiting > 0) return;
-      if (fanout->failures.empty()) {
-        ShardReply nil;
-        nil.type = ShardReply::Type::kNil;
-        Finish(fanout->call, std::move(nil));
-        return;
+      if (result.reply.type != ShardReply::Type::kArray) continue;
+      bool has_row = false;
+      for (size_t i = 0; i + 1 < result.reply.elements.size(); i += 2) {
+        const std::string& field = result.reply.elements[i].text;
+        if (field == "row.phase" || (field == "kind" && result.reply.elements[i + 1].text == "local")) has_row = true;
       }
-      Finish(fanout->call,
-             RouterError(ResultCode::kUnavailable,
-                         StrCat("no shard that answered knows transaction ", fanout->call->args[1], ", but ",
-                                fanout->failures.size(), " did not answer (", fanout->failures.front(),
-                                "); ask again later")));
-    });
-    if (sent.ok()) {
-      ++fanout->waiting;
-    } else {
-      fanout->failures.push_back(StrCat(shard_id, ": ", FromAbsl(sent.message())));
+      if (best == nullptr || (has_row && !best_has_row)) {
+        best = &result.reply;
+        best_shard = shard_id;
+        best_has_row = has_row;
+      }
     }
-  }
-  if (fanout->waiting == 0) {
+    if (best != nullptr && (best_has_row || failures.empty())) {
+      ShardReply known = *best;
+      ShardReply name, value;
+      name.type = value.type = ShardReply::Type::kBulk;
+      name.text = "shard";
+      value.text = best_shard;
+      known.elements.push_back(std::move(name));
+      known.elements.push_back(std::move(value));
+      Finish(call, std::move(known));
+      return;
+    }
+    if (failures.empty()) {
+      ShardReply nil;
+      nil.type = ShardReply::Type::kNil;
+      Finish(call, std::move(nil));
+      return;
+    }
     Finish(call, RouterError(ResultCode::kUnavailable,
-                             StrCat("no shard could be asked about transaction ", call->args[1], " (",
-                                    fanout->failures.front(), "); retry later")));
+                             StrCat("no shard that answered knows transaction ", call->args[1], ", but ",
+                                    failures.size(), " did not answer (", failures.front(), "); ask again later")));
+  });
+}
+
+void RouterCore::FanOutInDoubt(const CallPtr& call) {
+  std::vector<std::string> args = {"ROW.INDOUBT", "0"};
+  size_t at = 1;
+  if (at < call->args.size() && !EqualsIgnoreCase(call->args[at], "COUNT")) args[1] = call->args[at++];
+  if (at + 1 < call->args.size()) args.insert(args.end(), {"COUNT", call->args[at + 1]});
+  if (pooled_.empty()) {
+    Finish(call, RouterError(ResultCode::kUnavailable, "no live shards to ask; retry later"));
+    return;
   }
+  FanOut(std::move(args), [this, call](std::vector<std::pair<std::string, xshard::CallResult>> results) {
+    ShardReply list;
+    list.type = ShardReply::Type::kArray;
+    std::vector<std::string> failures;
+    for (auto& [shard_id, result] : results) {
+      if (result.kind != xshard::CallResult::Kind::kReply || result.reply.type != ShardReply::Type::kArray) {
+        failures.push_back(StrCat(shard_id, ": ", result.ToString()));
+        continue;
+      }
+      for (ShardReply& txid : result.reply.elements) list.elements.push_back(std::move(txid));
+    }
+    if (!failures.empty()) {
+      Finish(call, RouterError(ResultCode::kUnavailable,
+                               StrCat(failures.size(), " shard(s) did not answer (", failures.front(),
+                                      "); the list would be incomplete, ask again later")));
+      return;
+    }
+    Finish(call, std::move(list));
+  });
+}
+
+void RouterCore::ResolveByHand(const CallPtr& call) {
+  const std::string txid = call->args[1];
+  const xshard::ResumeIntent intent =
+      EqualsIgnoreCase(call->args[2], "confirm") ? xshard::ResumeIntent::kConfirm : xshard::ResumeIntent::kCancel;
+  FanOut({"ROW.GET", txid}, [this, call, txid, intent](std::vector<std::pair<std::string, xshard::CallResult>> results) {
+    std::string home;
+    std::vector<std::string> failures;
+    for (const auto& [shard_id, result] : results) {
+      if (result.kind != xshard::CallResult::Kind::kReply || result.reply.is_error()) {
+        failures.push_back(StrCat(shard_id, ": ", result.ToString()));
+      } else if (result.reply.type == ShardReply::Type::kArray) {
+        home = shard_id;
+      }
+    }
+    if (home.empty()) {
+      Finish(call, failures.empty()
+                       ? RouterError(ResultCode::kNoRow, StrCat("no shard holds a row for ", txid))
+                       : RouterError(ResultCode::kUnavailable,
+                                     StrCat("no shard that answered holds a row for ", txid, ", but ", failures.size(),
+                                            " did not answer (", failures.front(), "); retry later")));
+      return;
+    }
+    executor_->Resume(home, txid, intent,
+                      [this, call](const xshard::TransferOutcome& outcome) { Finish(call, outcome.ToReply()); });
+  });
+}
+
+void RouterCore::StartCrossShard(const CallPtr& call) {
+  xshard::TransferSpec spec;
+  spec.txid = call->args[5];
+  spec.from = call->accounts[0];
+  spec.to = call->accounts[1];
+  ParseAmount(call->args[3], &spec.amount);
+  spec.currency = call->args[4];
+  spec.mode = call->mode;
+  executor_->Start(std::move(spec), [this, call](const xshard::TransferOutcome& outcome) {
+    if (outcome.kind == xshard::TransferOutcome::Kind::kInDoubt) ++stats_.outcome_unknown;
+    Finish(call, outcome.ToReply());
+  });
+}
+
+void RouterCore::CallOwnerOf(AccountId account, std::vector<std::string> args, xshard::CallDone done) {
+  auto call = std::make_shared<Call>();
+  call->command = RouterCommand::kOther;
+  call->effect = Effect::kMutation;
+  call->args = std::move(args);
+  call->accounts[0] = account;
+  call->account_count = 1;
+  call->internal_done = std::move(done);
+  call->start_us = MonotonicNowUs();
+  Dispatch(call);
+}
+
+void RouterCore::CallShard(const std::string& shard_id, std::vector<std::string> args, xshard::CallDone done) {
+  auto call = std::make_shared<Call>();
+  call->command = RouterCommand::kOther;
+  call->effect = Effect::kMutation;
+  call->args = std::move(args);
+  call->target_shard = shard_id;
+  call->internal_done = std::move(done);
+  call->start_us = MonotonicNowUs();
+  Dispatch(call);
+}
+
+void RouterCore::FinishInternal(const CallPtr& call, xshard::CallResult result) {
+  if (call->finished) return;
+  call->finished = true;
+  xshard::CallDone done = std::move(call->internal_done);
+  done(std::move(result));
 }
 
 ShardReply RouterCore::LinkFailureReply(const Call& call, std::string_view shard_id, const absl::Status& status) {
@@ -492,6 +693,10 @@ ShardReply RouterCore::LinkFailureReply(const Call& call, std::string_view shard
 }
 
 void RouterCore::Finish(const CallPtr& call, ShardReply reply) {
+  if (call->internal_done) {
+    FinishInternal(call, xshard::CallResult::Reply(std::move(reply)));
+    return;
+  }
   WALLET_CHECK(!call->finished, "a router call answered twice");
   call->finished = true;
   WALLET_CHECK(in_flight_ > 0, "router in-flight count underflow");
@@ -526,6 +731,8 @@ RouterStats RouterCore::stats() const {
   stats.in_flight_now = in_flight_;
   stats.map_version_now = map_ != nullptr ? map_->version : -1;
   stats.live_shards_now = live_.size();
+  if (executor_ != nullptr) stats.transactions = executor_->stats();
+  if (resolver_ != nullptr) stats.resolver = resolver_->stats();
   return stats;
 }
 
@@ -632,6 +839,26 @@ void RouterCore::AppendInfo(std::string_view section, std::string* out) const {
               "map_refreshes:", stats_.map_refreshes, "\r\n", "overloads:", stats_.overloads, "\r\n",
               "outcome_unknown:", stats_.outcome_unknown, "\r\n",
               "cross_shard_refused:", stats_.cross_shard_refused, "\r\n", "\r\n");
+  }
+  if (wants("transactions") && executor_ != nullptr && resolver_ != nullptr) {
+    const xshard::ExecutorStats& tx = executor_->stats();
+    const ResolverStats& resolver = resolver_->stats();
+    StrAppend(out, "# Transactions\r\n", "default_mode:", xshard::TransferModeName(options_.default_mode), "\r\n");
+    for (int mode = 0; mode < xshard::kModeCount; ++mode) {
+      const std::string_view name = xshard::TransferModeName(static_cast<xshard::TransferMode>(mode));
+      StrAppend(out, name, "_started:", tx.started[mode], "\r\n", name, "_committed:", tx.committed[mode], "\r\n",
+                name, "_rejected:", tx.rejected[mode], "\r\n", name, "_aborted:", tx.aborted[mode], "\r\n", name,
+                "_answered_in_doubt:", tx.answered_in_doubt[mode], "\r\n", name, "_followed:", tx.followed[mode],
+                "\r\n", name, "_finished_committed:", tx.finished_committed[mode], "\r\n", name,
+                "_finished_aborted:", tx.finished_aborted[mode], "\r\n");
+    }
+    StrAppend(out, "active_transactions:", tx.active_now, "\r\n", "resends:", tx.resends, "\r\n",
+              "resumed:", tx.resumed, "\r\n", "lost_leases:", tx.lost_leases, "\r\n",
+              "invariant_alarms:", tx.invariant_alarms, "\r\n", "resolver_scans:", resolver.scans, "\r\n",
+              "resolver_claimed:", resolver.claimed, "\r\n", "resolver_lease_refused:", resolver.lease_refused, "\r\n",
+              "resolver_finished:", resolver.finished, "\r\n", "resolver_scan_errors:", resolver.scan_errors, "\r\n",
+              "in_doubt:", resolver.in_doubt_now, "\r\n", "oldest_in_doubt_ms:", resolver.oldest_in_doubt_ms_now,
+              "\r\n", "resolver_min_age_ms:", options_.resolver.min_age_ms, "\r\n", "\r\n");
   }
   if (wants("errorstats")) {
     StrAppend(out, "# Errorstats\r\n");

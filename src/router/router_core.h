@@ -57,7 +57,10 @@
 #include "cluster/layout.h"
 #include "common/event_loop.h"
 #include "router/router.h"
+#include "router/transactions.h"
 #include "shardlink/shard_pool.h"
+#include "xshard/shard_caller.h"
+#include "xshard/transfer.h"
 
 namespace wallet::router {
 
@@ -66,10 +69,15 @@ struct RouterCoreOptions {
   int max_moved_retries = 3;           // sends after a -MOVED per call; then the MOVED error
   int64_t moved_retry_wait_ms = 20;    // wait before the 1st retry (doubled for each next one),
                                        // cut short when a newer map arrives
-  std::string router_id;               // for INFO only
+  std::string router_id;               // INFO, and the owner name of the rows' leases
+  // Cross-shard transfers (src/tcc, src/saga): the mode of a TRANSFER without MODE.
+  xshard::TransferMode default_mode = xshard::TransferMode::kTcc;
+  xshard::ExecutorOptions executor;    // executor.owner is set from router_id
+  ResolverOptions resolver;
+  bool run_resolver = true;            // false: this router never resumes others' rows
 };
 
-class RouterCore : public Router {
+class RouterCore : public Router, public xshard::ShardCaller {
  public:
   RouterCore(EventLoop& loop, shardlink::ShardPool& pool, const RouterCoreOptions& options);
   // Calls still waiting for a MOVED retry are answered -UNAVAILABLE (not sent again).
@@ -80,6 +88,13 @@ class RouterCore : public Router {
   using Router::Execute;
   void Execute(std::vector<std::string> args, RouterCallback done, uint64_t order_key) override;
   RouterStats stats() const override;
+
+  // xshard::ShardCaller, for the executors: one command to a shard, MOVED retried
+  // as for client calls; not counted as client calls.
+  void CallOwnerOf(AccountId account, std::vector<std::string> args, xshard::CallDone done) override;
+  void CallShard(const std::string& shard_id, std::vector<std::string> args, xshard::CallDone done) override;
+  TransactionExecutor& executor() { return *executor_; }
+  Resolver& resolver() { return *resolver_; }
 
   // --- From ClusterView, on the loop thread. ------------------------------------
 
@@ -117,6 +132,17 @@ class RouterCore : public Router {
   void RetryAfterMoved(const CallPtr& call, const shardlink::ShardReply& moved);
   // TX: asks every pooled shard.
   void FanOutTx(const CallPtr& call);
+  // TX.INDOUBT: ROW.INDOUBT on every pooled shard, the txids joined.
+  void FanOutInDoubt(const CallPtr& call);
+  // TX.RESOLVE: finds the row's shard (ROW.GET on every shard), then resumes it.
+  void ResolveByHand(const CallPtr& call);
+  // A TRANSFER whose accounts have different owners: the executor in its mode.
+  void StartCrossShard(const CallPtr& call);
+  // Sends `args` to every pooled shard; `done` gets (shard id, result) pairs once all answered.
+  void FanOut(std::vector<std::string> args,
+              std::function<void(std::vector<std::pair<std::string, xshard::CallResult>>)> done);
+  // Answers an executor's call (an internal Call).
+  void FinishInternal(const CallPtr& call, xshard::CallResult result);
   // Answers a call: counters, latency, in-flight count, then the callback.
   void Finish(const CallPtr& call, shardlink::ShardReply reply);
   // Answers a call that never reached the in-flight count (checked and refused at once).
@@ -145,6 +171,9 @@ class RouterCore : public Router {
   int64_t last_refresh_request_ms_ = -1;  // loop time of the last request_refresh_ call
   bool destroying_ = false;
   RouterStats stats_;
+  // Declared last: destroyed first, while the pool and the loop still stand.
+  std::unique_ptr<TransactionExecutor> executor_;
+  std::unique_ptr<Resolver> resolver_;
 };
 
 }  // namespace wallet::router

@@ -240,13 +240,47 @@ TEST_F(RouterCoreTest, SameShardTransferIsOneShardTransferWithoutTheMode) {
   EXPECT_TRUE(shards_["shard-a"]->commands().empty());
 }
 
-TEST_F(RouterCoreTest, CrossShardTransferIsRefusedAndNothingIsSent) {
+// The executors' messages in order, against shards that accept everything (the
+// protocol's faults are tests/xshard_fault_test.cc's, against real shards).
+TEST_F(RouterCoreTest, CrossShardTransferRunsTheTccMessagesInOrder) {
   Start(Always("+OK\r\n"), Always("+OK\r\n"));
-  EXPECT_EQ(RunAtOnce({"TRANSFER", StrCat(AccountIn(0, 7)), StrCat(AccountIn(8, 15)), "1", "USD", "x"}),
-            "-CROSS_SHARD_UNSUPPORTED cross-shard transfers need the TC/C or saga executors (not yet available); "
-            "nothing was done");
-  EXPECT_EQ(Sent(), 0u);
-  EXPECT_EQ(core_->stats().cross_shard_refused, 1u);
+  const std::string from = StrCat(AccountIn(0, 7)), to = StrCat(AccountIn(8, 15));
+  EXPECT_EQ(Run({"TRANSFER", from, to, "25", "USD", "x"}), "+OK");
+  ASSERT_TRUE(loop_->RunUntil([&] { return core_->executor().active() == 0; }, 5000).ok());
+  const auto& home = shards_["shard-a"]->commands();
+  const auto& other = shards_["shard-b"]->commands();
+  ASSERT_EQ(home.size(), 3u);
+  ASSERT_EQ(other.size(), 2u);
+  EXPECT_EQ(home[0], (Args{"TCC.TRY", "x", "DEBIT", from, "25", "USD", "ROW", to}));
+  EXPECT_EQ(other[0], (Args{"TCC.TRY", "x", "CREDIT", to, "25", "USD"}));
+  EXPECT_EQ(home[1], (Args{"TCC.CONFIRM", "x", "DEBIT", "ROW", "decision", "confirm", "phase", "confirming",
+                           "credit_try", "ok", "credit_answer", "OK"}));
+  EXPECT_EQ(other[1], (Args{"TCC.CONFIRM", "x", "CREDIT"}));
+  EXPECT_EQ(home[2], (Args{"ROW.SET", "x", "credit_end", "done", "phase", "committed"}));
+  EXPECT_EQ(core_->stats().transactions.committed[0], 1u);
+  EXPECT_EQ(core_->stats().transactions.finished_committed[0], 1u);
+}
+
+TEST_F(RouterCoreTest, CrossShardSagaRefusedByTheTargetIsCompensated) {
+  Start(Always("+OK\r\n"), [](const Args& args) -> std::optional<std::string> {
+    if (args[0] == "SAGA.STEP") return std::string("-UNKNOWN_ACCOUNT account was never opened here\r\n");
+    return std::string("+EMPTY\r\n");
+  });
+  const std::string from = StrCat(AccountIn(0, 7)), to = StrCat(AccountIn(8, 15));
+  const std::string reply = Run({"TRANSFER", from, to, "25", "USD", "s", "MODE", "saga"});
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(reply), "-UNKNOWN_ACCOUNT ")) << reply;
+  ASSERT_TRUE(loop_->RunUntil([&] { return core_->executor().active() == 0; }, 5000).ok());
+  const auto& home = shards_["shard-a"]->commands();
+  const auto& other = shards_["shard-b"]->commands();
+  ASSERT_EQ(home.size(), 3u);
+  ASSERT_EQ(other.size(), 2u);
+  EXPECT_EQ(home[0], (Args{"SAGA.STEP", "s", "1", "DEBIT", from, "25", "USD", "ROW", to}));
+  EXPECT_EQ(other[0], (Args{"SAGA.STEP", "s", "2", "CREDIT", to, "25", "USD"}));
+  EXPECT_EQ(home[1], (Args{"SAGA.COMPENSATE", "s", "1", "ROW", "decision", "cancel", "phase", "cancelling",
+                           "credit_try", "failed", "credit_answer", "UNKNOWN_ACCOUNT"}));
+  EXPECT_EQ(other[1], (Args{"SAGA.COMPENSATE", "s", "2"}));
+  EXPECT_EQ(home[2], (Args{"ROW.SET", "s", "credit_end", "done", "phase", "aborted"}));
+  EXPECT_EQ(core_->stats().transactions.rejected[1], 1u);
 }
 
 TEST_F(RouterCoreTest, MovedIsRetriedAtTheOwnerItNames) {

@@ -63,6 +63,17 @@ void ReplyResult(CommandContext& context, const Result& result) {
   ReplyError(context, result.code, result.message);
 }
 
+// TCC.TRY / SAGA.STEP: a replay of a row-creating try (the branch and the row
+// already existed with the same content) is +REPLAYED, so that an executor can tell
+// that another executor owns the transaction. Everything else as ReplyResult.
+void ReplyFirstPhase(CommandContext& context, bool with_row, const Result& result) {
+  if (with_row && result.ok() && result.replayed()) {
+    context.reply.SimpleString("REPLAYED");
+    return;
+  }
+  ReplyResult(context, result);
+}
+
 bool ParseAccountArg(CommandContext& context, std::string_view text, AccountId* out) {
   if (ParseAccountId(text, out)) return true;
   ReplyError(context, ResultCode::kMalformed,
@@ -457,95 +468,16 @@ void CmdAudit(CommandContext& context, const Args&) {
 // ---------------------------------------------------------------------------
 // TC/C and saga primitives.
 
-void CmdTccTry(CommandContext& context, const Args& args) {
-  // TCC.TRY txid DEBIT|CREDIT account amount currency [ROW to_account]
-  Direction direction;
-  AccountId account;
-  Amount amount;
-  Currency currency;
-  if (!ParseDirectionArg(context, args[2], &direction) ||
-      !ParseAccountArg(context, args[3], &account) || !ParseAmountArg(context, args[4], &amount) ||
-      !ParseCurrencyArg(context, args[5], &currency)) {
-    return;
-  }
-  RowSpec spec;
-  bool home;
-  if (!ParseHomeRow(context, args, 6, Mode::kTcc, account, amount, currency, &spec, &home)) return;
-  ReplyResult(context, context.engine.TccTry(args[1], direction, account, amount, currency,
-                                             home ? &spec : nullptr, context.now_ms));
-}
-
-void CmdTccConfirm(CommandContext& context, const Args& args) {
-  Direction direction;
-  if (!ParseDirectionArg(context, args[2], &direction)) return;
-  ReplyResult(context, context.engine.TccConfirm(args[1], direction, context.now_ms));
-}
-
-void CmdTccCancel(CommandContext& context, const Args& args) {
-  Direction direction;
-  if (!ParseDirectionArg(context, args[2], &direction)) return;
-  ReplyResult(context, context.engine.TccCancel(args[1], direction, context.now_ms));
-}
-
-bool ParseStepArg(CommandContext& context, std::string_view text, uint8_t* out) {
-  int64_t step;
-  if (!ParseIntArg(context, "step", text, 1, context.engine.options().max_saga_step, &step)) {
+// Parses ROW.SET's field/value pairs, args[first..], into *update; replies and
+// returns false on error. Also parses the ROW suffix of TCC.CONFIRM, TCC.CANCEL and
+// SAGA.COMPENSATE (`usage` names the form in the arity error).
+bool ParseRowUpdate(CommandContext& context, const Args& args, size_t first,
+                    std::string_view usage, RowUpdate* update) {
+  if (args.size() <= first || (args.size() - first) % 2 != 0) {
+    ReplyError(context, ResultCode::kWrongArity, usage);
     return false;
   }
-  *out = static_cast<uint8_t>(step);
-  return true;
-}
-
-void CmdSagaStep(CommandContext& context, const Args& args) {
-  // SAGA.STEP txid step DEBIT|CREDIT account amount currency [ROW to_account]
-  uint8_t step;
-  Direction direction;
-  AccountId account;
-  Amount amount;
-  Currency currency;
-  if (!ParseStepArg(context, args[2], &step) || !ParseDirectionArg(context, args[3], &direction) ||
-      !ParseAccountArg(context, args[4], &account) || !ParseAmountArg(context, args[5], &amount) ||
-      !ParseCurrencyArg(context, args[6], &currency)) {
-    return;
-  }
-  RowSpec spec;
-  bool home;
-  if (!ParseHomeRow(context, args, 7, Mode::kSaga, account, amount, currency, &spec, &home)) return;
-  ReplyResult(context, context.engine.SagaStep(args[1], step, direction, account, amount, currency,
-                                               home ? &spec : nullptr, context.now_ms));
-}
-
-void CmdSagaCompensate(CommandContext& context, const Args& args) {
-  uint8_t step;
-  if (!ParseStepArg(context, args[2], &step)) return;
-  ReplyResult(context, context.engine.SagaCompensate(args[1], step, context.now_ms));
-}
-
-// ---------------------------------------------------------------------------
-// Phase state table.
-
-void CmdRowCreate(CommandContext& context, const Args& args) {
-  // ROW.CREATE txid tcc|saga from to amount currency
-  RowSpec spec;
-  if (!ParseMode(args[2], &spec.mode)) {
-    ReplyError(context, ResultCode::kMalformed, "mode must be tcc or saga");
-    return;
-  }
-  if (!ParseAccountArg(context, args[3], &spec.from) || !ParseAccountArg(context, args[4], &spec.to) ||
-      !ParseAmountArg(context, args[5], &spec.amount) ||
-      !ParseCurrencyArg(context, args[6], &spec.currency)) {
-    return;
-  }
-  ReplyResult(context, context.engine.RowCreate(args[1], spec, context.now_ms));
-}
-
-// Parses ROW.SET's field/value pairs into *update; replies and returns false on error.
-bool ParseRowUpdate(CommandContext& context, const Args& args, RowUpdate* update) {
-  if ((args.size() - 2) % 2 != 0) {
-    ReplyError(context, ResultCode::kWrongArity, "ROW.SET takes txid followed by field value pairs");
-    return false;
-  }
-  for (size_t i = 2; i < args.size(); i += 2) {
+  for (size_t i = first; i < args.size(); i += 2) {
     std::string_view field = args[i], value = args[i + 1];
     uint16_t bit = 0;
     bool ok = false;
@@ -601,9 +533,134 @@ bool ParseRowUpdate(CommandContext& context, const Args& args, RowUpdate* update
   return true;
 }
 
+
+void CmdTccTry(CommandContext& context, const Args& args) {
+  // TCC.TRY txid DEBIT|CREDIT account amount currency [ROW to_account]
+  Direction direction;
+  AccountId account;
+  Amount amount;
+  Currency currency;
+  if (!ParseDirectionArg(context, args[2], &direction) ||
+      !ParseAccountArg(context, args[3], &account) || !ParseAmountArg(context, args[4], &amount) ||
+      !ParseCurrencyArg(context, args[5], &currency)) {
+    return;
+  }
+  RowSpec spec;
+  bool home;
+  if (!ParseHomeRow(context, args, 6, Mode::kTcc, account, amount, currency, &spec, &home)) return;
+  ReplyFirstPhase(context, home,
+                  context.engine.TccTry(args[1], direction, account, amount, currency,
+                                        home ? &spec : nullptr, context.now_ms));
+}
+
+// Optional "ROW field value [field value ...]" at args[index..] of the second-phase
+// commands: an update of the txid's phase row (ROW.SET's fields), validated and
+// committed with the branch operation. Returns false after replying when present but
+// malformed.
+bool ParseRowSuffix(CommandContext& context, const Args& args, size_t index,
+                    std::string_view command, RowUpdate* update, bool* present) {
+  *present = false;
+  if (args.size() == index) return true;
+  if (!EqualsIgnoreCase(args[index], "ROW")) {
+    ReplyError(context, ResultCode::kMalformed,
+               StrCat("expected nothing or ROW field value [field value ...] at the end, got '",
+                      args[index].substr(0, 32), "'"));
+    return false;
+  }
+  if (!ParseRowUpdate(context, args, index + 1,
+                      StrCat(command, " ... ROW takes field value pairs after ROW"), update)) {
+    return false;
+  }
+  *present = true;
+  return true;
+}
+
+void CmdTccConfirm(CommandContext& context, const Args& args) {
+  // TCC.CONFIRM txid DEBIT|CREDIT [ROW field value ...]
+  Direction direction;
+  if (!ParseDirectionArg(context, args[2], &direction)) return;
+  RowUpdate update;
+  bool with_row;
+  if (!ParseRowSuffix(context, args, 3, "TCC.CONFIRM", &update, &with_row)) return;
+  ReplyResult(context, context.engine.TccConfirm(args[1], direction, context.now_ms,
+                                                 with_row ? &update : nullptr));
+}
+
+void CmdTccCancel(CommandContext& context, const Args& args) {
+  // TCC.CANCEL txid DEBIT|CREDIT [ROW field value ...]
+  Direction direction;
+  if (!ParseDirectionArg(context, args[2], &direction)) return;
+  RowUpdate update;
+  bool with_row;
+  if (!ParseRowSuffix(context, args, 3, "TCC.CANCEL", &update, &with_row)) return;
+  ReplyResult(context, context.engine.TccCancel(args[1], direction, context.now_ms,
+                                                with_row ? &update : nullptr));
+}
+
+bool ParseStepArg(CommandContext& context, std::string_view text, uint8_t* out) {
+  int64_t step;
+  if (!ParseIntArg(context, "step", text, 1, context.engine.options().max_saga_step, &step)) {
+    return false;
+  }
+  *out = static_cast<uint8_t>(step);
+  return true;
+}
+
+void CmdSagaStep(CommandContext& context, const Args& args) {
+  // SAGA.STEP txid step DEBIT|CREDIT account amount currency [ROW to_account]
+  uint8_t step;
+  Direction direction;
+  AccountId account;
+  Amount amount;
+  Currency currency;
+  if (!ParseStepArg(context, args[2], &step) || !ParseDirectionArg(context, args[3], &direction) ||
+      !ParseAccountArg(context, args[4], &account) || !ParseAmountArg(context, args[5], &amount) ||
+      !ParseCurrencyArg(context, args[6], &currency)) {
+    return;
+  }
+  RowSpec spec;
+  bool home;
+  if (!ParseHomeRow(context, args, 7, Mode::kSaga, account, amount, currency, &spec, &home)) return;
+  ReplyFirstPhase(context, home,
+                  context.engine.SagaStep(args[1], step, direction, account, amount, currency,
+                                          home ? &spec : nullptr, context.now_ms));
+}
+
+void CmdSagaCompensate(CommandContext& context, const Args& args) {
+  // SAGA.COMPENSATE txid step [ROW field value ...]
+  uint8_t step;
+  if (!ParseStepArg(context, args[2], &step)) return;
+  RowUpdate update;
+  bool with_row;
+  if (!ParseRowSuffix(context, args, 3, "SAGA.COMPENSATE", &update, &with_row)) return;
+  ReplyResult(context, context.engine.SagaCompensate(args[1], step, context.now_ms,
+                                                     with_row ? &update : nullptr));
+}
+
+// ---------------------------------------------------------------------------
+// Phase state table.
+
+void CmdRowCreate(CommandContext& context, const Args& args) {
+  // ROW.CREATE txid tcc|saga from to amount currency
+  RowSpec spec;
+  if (!ParseMode(args[2], &spec.mode)) {
+    ReplyError(context, ResultCode::kMalformed, "mode must be tcc or saga");
+    return;
+  }
+  if (!ParseAccountArg(context, args[3], &spec.from) || !ParseAccountArg(context, args[4], &spec.to) ||
+      !ParseAmountArg(context, args[5], &spec.amount) ||
+      !ParseCurrencyArg(context, args[6], &spec.currency)) {
+    return;
+  }
+  ReplyResult(context, context.engine.RowCreate(args[1], spec, context.now_ms));
+}
+
 void CmdRowSet(CommandContext& context, const Args& args) {
   RowUpdate update;
-  if (!ParseRowUpdate(context, args, &update)) return;
+  if (!ParseRowUpdate(context, args, 2, "ROW.SET takes txid followed by field value pairs",
+                      &update)) {
+    return;
+  }
   ReplyResult(context, context.engine.RowSet(args[1], update, context.now_ms));
 }
 
@@ -665,11 +722,11 @@ constexpr CommandSpec kCommands[] = {
     {"AUDIT", 1, kReadOnly, 0, 0, 0, CmdAudit, ""},
     {"TCC.TRY", -6, kWrite, 3, 3, 1, CmdTccTry,
      "txid DEBIT|CREDIT account amount currency [ROW to_account]"},
-    {"TCC.CONFIRM", 3, kWrite, 0, 0, 0, CmdTccConfirm, "txid DEBIT|CREDIT"},
-    {"TCC.CANCEL", 3, kWrite, 0, 0, 0, CmdTccCancel, "txid DEBIT|CREDIT"},
+    {"TCC.CONFIRM", -3, kWrite, 0, 0, 0, CmdTccConfirm, "txid DEBIT|CREDIT [ROW field value ...]"},
+    {"TCC.CANCEL", -3, kWrite, 0, 0, 0, CmdTccCancel, "txid DEBIT|CREDIT [ROW field value ...]"},
     {"SAGA.STEP", -7, kWrite, 4, 4, 1, CmdSagaStep,
      "txid step DEBIT|CREDIT account amount currency [ROW to_account]"},
-    {"SAGA.COMPENSATE", 3, kWrite, 0, 0, 0, CmdSagaCompensate, "txid step"},
+    {"SAGA.COMPENSATE", -3, kWrite, 0, 0, 0, CmdSagaCompensate, "txid step [ROW field value ...]"},
     {"ROW.CREATE", 7, kWrite, 3, 4, 1, CmdRowCreate, "txid tcc|saga from to amount currency"},
     {"ROW.SET", -4, kWrite, 0, 0, 0, CmdRowSet, "txid field value [field value ...]"},
     {"ROW.GET", 2, kReadOnly, 0, 0, 0, CmdRowGet, "txid"},

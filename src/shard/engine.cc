@@ -82,6 +82,66 @@ bool UpdateChangesRow(const PhaseRow& row, const RowUpdate& update) {
          (update.has(F::kAttempts) && update.attempts_added != 0);
 }
 
+// A row update's own shape: something to set, every value in range.
+bool CheckUpdateValues(const RowUpdate& update, Result* result) {
+  if (update.mask == 0) {
+    *result = Fail(ResultCode::kMalformed, "nothing to set");
+    return false;
+  }
+  if ((update.has(RowUpdate::kDecision) && update.decision != Decision::kConfirm &&
+       update.decision != Decision::kCancel) ||
+      (update.has(RowUpdate::kPhase) && update.phase > RowPhase::kAborted) ||
+      (update.has(RowUpdate::kDebitTry) && update.debit_try > TryStatus::kFailed) ||
+      (update.has(RowUpdate::kCreditTry) && update.credit_try > TryStatus::kFailed) ||
+      (update.has(RowUpdate::kDebitEnd) && update.debit_end > EndStatus::kDone) ||
+      (update.has(RowUpdate::kCreditEnd) && update.credit_end > EndStatus::kDone) ||
+      (update.has(RowUpdate::kDebitAnswer) && update.debit_answer >= ResultCode::kCount_) ||
+      (update.has(RowUpdate::kCreditAnswer) && update.credit_answer >= ResultCode::kCount_) ||
+      (update.has(RowUpdate::kOutOfOrder) && update.out_of_order > 1)) {
+    *result = Fail(ResultCode::kMalformed, "row field value out of range");
+    return false;
+  }
+  return true;
+}
+
+// The row's rules for `update` (ROW.SET's): sets *changes; an update that changes
+// nothing is always allowed (a replay), one that changes a finished row never is.
+bool CheckUpdateAgainstRow(std::string_view txid, const PhaseRow& row, const RowUpdate& update,
+                           bool* changes, Result* result) {
+  *changes = UpdateChangesRow(row, update);
+  if (!*changes) return true;
+  if (IsFinished(row.phase)) {
+    *result = Fail(ResultCode::kBadTransition, StrCat("row ", txid, " is finished"));
+    return false;
+  }
+  Decision decision = row.decision;
+  if (update.has(RowUpdate::kDecision)) {
+    if (row.decision != Decision::kNone && row.decision != update.decision) {
+      *result = Fail(ResultCode::kDecisionFixed,
+                     StrCat("row ", txid, " has already decided to ",
+                            row.decision == Decision::kConfirm ? "confirm" : "cancel"));
+      return false;
+    }
+    decision = update.decision;
+  }
+  if (update.has(RowUpdate::kPhase)) {
+    if (!PhaseTransitionAllowed(row.phase, update.phase)) {
+      *result = Fail(ResultCode::kBadTransition,
+                     StrCat("row ", txid, " cannot move to that phase from its current one"));
+      return false;
+    }
+    Decision required = DecisionRequiredBy(update.phase);
+    if (required != Decision::kNone && decision != required) {
+      *result = Fail(ResultCode::kBadTransition,
+                     StrCat("that phase needs the decision ",
+                            required == Decision::kConfirm ? "confirm" : "cancel",
+                            " written first or with it"));
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string_view BranchStateName(BranchState state) {
@@ -457,85 +517,58 @@ Result Engine::FirstPhase(Mode mode, std::string_view txid, uint8_t step, Direct
   return result;
 }
 
-Result Engine::TccConfirm(std::string_view txid, Direction direction, int64_t now_ms) {
-  Result result;
-  if (!CheckTxid(txid, &result)) return result;
-  if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
-  if (!CheckNotLocal(txid, &result)) return result;
-  auto found = distributed_.find(txid);
-  if (found != distributed_.end()) {
-    if (!CheckBranchMode(txid, found->second, Mode::kTcc, &result)) return result;
-    for (const Branch& branch : found->second.branches) {
-      if (branch.direction != direction) continue;
-      switch (branch.state) {
-        case BranchState::kConfirmed:
-          return WithNote(Result::Note::kReplayed);
-        case BranchState::kCancelled:
-        case BranchState::kFenced:
-          return Fail(ResultCode::kAlreadyCancelled,
-                      StrCat(DirectionName(direction), " branch of ", txid,
-                                   " was cancelled"));
-        case BranchState::kTried: {
-          Event event;
-          event.type = EventType::kTccConfirm;
-          event.time_ms = EventTime(now_ms);
-          event.txid = txid;
-          event.direction = direction;
-          Commit(event);
-          return result;
-        }
-        case BranchState::kDone:
-        case BranchState::kCompensated:
-          break;
-      }
-    }
-  }
-  return Fail(ResultCode::kNotTried,
-              StrCat(DirectionName(direction), " branch of ", txid, " was never tried here"));
+Result Engine::TccConfirm(std::string_view txid, Direction direction, int64_t now_ms,
+                          const RowUpdate* row_update) {
+  return SecondPhase(EventType::kTccConfirm, txid, direction, 0, row_update, now_ms);
 }
 
-Result Engine::TccCancel(std::string_view txid, Direction direction, int64_t now_ms) {
+Result Engine::TccCancel(std::string_view txid, Direction direction, int64_t now_ms,
+                         const RowUpdate* row_update) {
+  return SecondPhase(EventType::kTccCancel, txid, direction, 0, row_update, now_ms);
+}
+
+// The branch rules of a TC/C confirm or cancel (the ordering table in
+// docs/shard-protocol.md), without the decision guard. The caller has checked the
+// txid, the direction and the record's mode.
+Result Engine::PlanTccEnd(EventType type, std::string_view txid, Direction direction,
+                          const DistributedRecord* record, Event* event, bool* commit) const {
   Result result;
-  if (!CheckTxid(txid, &result)) return result;
-  if (!ValidDirection(direction)) return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
-  if (!CheckNotLocal(txid, &result)) return result;
-  auto found = distributed_.find(txid);
-  if (found != distributed_.end()) {
-    if (!CheckBranchMode(txid, found->second, Mode::kTcc, &result)) return result;
-    for (const Branch& branch : found->second.branches) {
+  const bool confirm = type == EventType::kTccConfirm;
+  event->type = type;
+  event->direction = direction;
+  *commit = false;
+  if (record != nullptr) {
+    for (const Branch& branch : record->branches) {
       if (branch.direction != direction) continue;
       switch (branch.state) {
-        case BranchState::kCancelled:
-          return WithNote(Result::Note::kReplayed);
-        case BranchState::kFenced:
-          return WithNote(Result::Note::kEmptyRollback);
         case BranchState::kConfirmed:
+          if (confirm) return WithNote(Result::Note::kReplayed);
           return Fail(ResultCode::kAlreadyConfirmed,
-                      StrCat(DirectionName(direction), " branch of ", txid,
-                                   " was confirmed"));
+                      StrCat(DirectionName(direction), " branch of ", txid, " was confirmed"));
+        case BranchState::kCancelled:
+        case BranchState::kFenced:
+          if (confirm) {
+            return Fail(ResultCode::kAlreadyCancelled,
+                        StrCat(DirectionName(direction), " branch of ", txid, " was cancelled"));
+          }
+          return WithNote(branch.state == BranchState::kCancelled ? Result::Note::kReplayed
+                                                                  : Result::Note::kEmptyRollback);
         case BranchState::kTried:
+          *commit = true;
+          return result;
         case BranchState::kDone:
         case BranchState::kCompensated:
           break;
       }
-      Event event;
-      event.type = EventType::kTccCancel;
-      event.time_ms = EventTime(now_ms);
-      event.txid = txid;
-      event.direction = direction;
-      Commit(event);
-      return result;
     }
-  } else if (!CheckRoomForRecord(&result)) {
-    return result;
+  }
+  if (confirm) {
+    return Fail(ResultCode::kNotTried,
+                StrCat(DirectionName(direction), " branch of ", txid, " was never tried here"));
   }
   // No try seen: record a fence so that a late try is refused.
-  Event event;
-  event.type = EventType::kTccCancel;
-  event.time_ms = EventTime(now_ms);
-  event.txid = txid;
-  event.direction = direction;
-  Commit(event);
+  if (record == nullptr && !CheckRoomForRecord(&result)) return result;
+  *commit = true;
   return WithNote(Result::Note::kEmptyRollback);
 }
 
@@ -551,23 +584,21 @@ Result Engine::SagaStep(std::string_view txid, uint8_t step, Direction direction
   return FirstPhase(Mode::kSaga, txid, step, direction, account, amount, currency, home, now_ms);
 }
 
-Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_ms) {
+Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_ms,
+                              const RowUpdate* row_update) {
+  return SecondPhase(EventType::kSagaCompensate, txid, Direction::kNone, step, row_update, now_ms);
+}
+
+// The rules of a saga compensation, without the decision guard. The caller has
+// checked the txid, the step and the record's mode.
+Result Engine::PlanCompensate(uint8_t step, const DistributedRecord* record, Event* event,
+                              bool* commit) const {
   Result result;
-  if (!CheckTxid(txid, &result)) return result;
-  if (step < 1 || step > options_.max_saga_step) {
-    return Fail(ResultCode::kMalformed,
-                StrCat("saga step must be 1-", options_.max_saga_step));
-  }
-  if (!CheckNotLocal(txid, &result)) return result;
-  Event event;
-  event.type = EventType::kSagaCompensate;
-  event.time_ms = EventTime(now_ms);
-  event.txid = txid;
-  event.step = step;
-  auto found = distributed_.find(txid);
-  if (found != distributed_.end()) {
-    if (!CheckBranchMode(txid, found->second, Mode::kSaga, &result)) return result;
-    for (const Branch& branch : found->second.branches) {
+  event->type = EventType::kSagaCompensate;
+  event->step = step;
+  *commit = false;
+  if (record != nullptr) {
+    for (const Branch& branch : record->branches) {
       if (branch.step != step) continue;
       switch (branch.state) {
         case BranchState::kCompensated:
@@ -576,13 +607,13 @@ Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_m
           return WithNote(Result::Note::kEmptyRollback);
         case BranchState::kDone: {
           // Undo: a debit is credited back, a credit is debited back.
-          const Account* record = FindAccount(branch.account, &result);
-          if (record == nullptr) return result;
+          const Account* account = FindAccount(branch.account, &result);
+          if (account == nullptr) return result;
           bool ok = branch.direction == Direction::kDebit
-                        ? CheckHeadroom(branch.account, *record, branch.amount, &result)
-                        : CheckFunds(branch.account, *record, branch.amount, &result);
+                        ? CheckHeadroom(branch.account, *account, branch.amount, &result)
+                        : CheckFunds(branch.account, *account, branch.amount, &result);
           if (!ok) return result;
-          Commit(event);
+          *commit = true;
           return result;
         }
         case BranchState::kTried:
@@ -594,8 +625,86 @@ Result Engine::SagaCompensate(std::string_view txid, uint8_t step, int64_t now_m
   } else if (!CheckRoomForRecord(&result)) {
     return result;
   }
-  Commit(event);  // no step seen: a fence
+  *commit = true;  // no step seen: a fence
   return WithNote(Result::Note::kEmptyRollback);
+}
+
+// ---------------------------------------------------------------------------
+// Second phases with an optional row update, and the decision guard.
+
+Result Engine::SecondPhase(EventType type, std::string_view txid, Direction direction,
+                           uint8_t step, const RowUpdate* row_update, int64_t now_ms) {
+  Result result;
+  if (!CheckTxid(txid, &result)) return result;
+  if (type == EventType::kSagaCompensate) {
+    if (step < 1 || step > options_.max_saga_step) {
+      return Fail(ResultCode::kMalformed, StrCat("saga step must be 1-", options_.max_saga_step));
+    }
+  } else if (!ValidDirection(direction)) {
+    return Fail(ResultCode::kMalformed, "direction must be DEBIT or CREDIT");
+  }
+  if (row_update != nullptr && !CheckUpdateValues(*row_update, &result)) return result;
+  if (!CheckNotLocal(txid, &result)) return result;
+  auto found = distributed_.find(txid);
+  const DistributedRecord* record = found == distributed_.end() ? nullptr : &found->second;
+  const PhaseRow* row = record == nullptr ? nullptr : record->row.get();
+  const Mode mode = type == EventType::kSagaCompensate ? Mode::kSaga : Mode::kTcc;
+  if (record != nullptr && !CheckBranchMode(txid, *record, mode, &result)) return result;
+
+  // 1. The row update, as RowSet checks it.
+  bool update_changes = false;
+  if (row_update != nullptr) {
+    if (row == nullptr) return Fail(ResultCode::kNoRow, StrCat("no row for ", txid, " on this shard"));
+    if (!CheckUpdateAgainstRow(txid, *row, *row_update, &update_changes, &result)) return result;
+  }
+
+  // 2. The branch's own rules.
+  Event event;
+  bool commit = false;
+  result = type == EventType::kSagaCompensate
+               ? PlanCompensate(step, record, &event, &commit)
+               : PlanTccEnd(type, txid, direction, record, &event, &commit);
+  if (!result.ok()) return result;
+
+  // 3. The decision guard, against the row as it will be after the update.
+  if (row != nullptr) {
+    const Decision decision = row_update != nullptr && row_update->has(RowUpdate::kDecision)
+                                  ? row_update->decision
+                                  : row->decision;
+    const Decision required =
+        type == EventType::kTccConfirm ? Decision::kConfirm : Decision::kCancel;
+    const std::string_view what = type == EventType::kTccConfirm  ? "a confirm"
+                                  : type == EventType::kTccCancel ? "a cancel"
+                                                                  : "a compensation";
+    if (decision == Decision::kNone) {
+      return Fail(ResultCode::kBadTransition,
+                  StrCat("row ", txid, " has no decision yet and ", what,
+                         " needs one: write the decision first, e.g. ROW decision ",
+                         DecisionName(required)));
+    }
+    if (decision != required) {
+      return Fail(ResultCode::kDecisionFixed,
+                  StrCat("row ", txid, " has decided to ", DecisionName(decision), "; ", what,
+                         " needs the decision ", DecisionName(required)));
+    }
+  }
+
+  // 4. Commit: the row update first, then the branch event, at the same time.
+  const int64_t time_ms = EventTime(now_ms);
+  if (update_changes) {
+    Event update;
+    update.type = EventType::kRowUpdate;
+    update.time_ms = time_ms;
+    update.txid = txid;
+    update.row_update = *row_update;
+    Commit(update);
+  }
+  if (commit) {
+    event.time_ms = time_ms;
+    event.txid = txid;
+    Commit(event);
+  }
+  return result;
 }
 
 // ---------------------------------------------------------------------------
@@ -630,48 +739,12 @@ Result Engine::RowCreate(std::string_view txid, const RowSpec& spec, int64_t now
 
 Result Engine::RowSet(std::string_view txid, const RowUpdate& update, int64_t now_ms) {
   Result result;
-  if (!CheckTxid(txid, &result)) return result;
-  if (update.mask == 0) return Fail(ResultCode::kMalformed, "nothing to set");
-  if ((update.has(RowUpdate::kDecision) && update.decision != Decision::kConfirm &&
-       update.decision != Decision::kCancel) ||
-      (update.has(RowUpdate::kPhase) && update.phase > RowPhase::kAborted) ||
-      (update.has(RowUpdate::kDebitTry) && update.debit_try > TryStatus::kFailed) ||
-      (update.has(RowUpdate::kCreditTry) && update.credit_try > TryStatus::kFailed) ||
-      (update.has(RowUpdate::kDebitEnd) && update.debit_end > EndStatus::kDone) ||
-      (update.has(RowUpdate::kCreditEnd) && update.credit_end > EndStatus::kDone) ||
-      (update.has(RowUpdate::kDebitAnswer) && update.debit_answer >= ResultCode::kCount_) ||
-      (update.has(RowUpdate::kCreditAnswer) && update.credit_answer >= ResultCode::kCount_) ||
-      (update.has(RowUpdate::kOutOfOrder) && update.out_of_order > 1)) {
-    return Fail(ResultCode::kMalformed, "row field value out of range");
-  }
+  if (!CheckTxid(txid, &result) || !CheckUpdateValues(update, &result)) return result;
   const PhaseRow* row = FindRow(txid);
   if (row == nullptr) return Fail(ResultCode::kNoRow, StrCat("no row for ", txid));
-  if (!UpdateChangesRow(*row, update)) return WithNote(Result::Note::kReplayed);
-  if (IsFinished(row->phase)) {
-    return Fail(ResultCode::kBadTransition, StrCat("row ", txid, " is finished"));
-  }
-  Decision decision = row->decision;
-  if (update.has(RowUpdate::kDecision)) {
-    if (row->decision != Decision::kNone && row->decision != update.decision) {
-      return Fail(ResultCode::kDecisionFixed,
-                  StrCat("row ", txid, " has already decided to ",
-                               row->decision == Decision::kConfirm ? "confirm" : "cancel"));
-    }
-    decision = update.decision;
-  }
-  if (update.has(RowUpdate::kPhase)) {
-    if (!PhaseTransitionAllowed(row->phase, update.phase)) {
-      return Fail(ResultCode::kBadTransition,
-                  StrCat("row ", txid, " cannot move to that phase from its current one"));
-    }
-    Decision required = DecisionRequiredBy(update.phase);
-    if (required != Decision::kNone && decision != required) {
-      return Fail(ResultCode::kBadTransition,
-                  StrCat("that phase needs the decision ",
-                               required == Decision::kConfirm ? "confirm" : "cancel",
-                               " written first or with it"));
-    }
-  }
+  bool changes = false;
+  if (!CheckUpdateAgainstRow(txid, *row, update, &changes, &result)) return result;
+  if (!changes) return WithNote(Result::Note::kReplayed);
   Event event;
   event.type = EventType::kRowUpdate;
   event.time_ms = EventTime(now_ms);
@@ -866,6 +939,32 @@ void Engine::CreateRow(std::string_view txid, DistributedRecord& record, const R
   open_rows_.insert(std::string(txid));
 }
 
+// A debit try / saga debit step with a home spec: creates the row (unless a
+// ROW.CREATE already did) and records the debit's try as ok. A row created here
+// starts with credit_try sent: the executor sends the credit's try right after, so
+// from now on it may be in flight.
+void Engine::CreateRowWithDebit(const Event& event, DistributedRecord& record) {
+  const bool created = record.row == nullptr;
+  CreateRow(event.txid, record,
+            RowSpec{event.mode, event.account, event.peer, event.amount, event.currency},
+            event.time_ms);
+  record.row->debit_try = TryStatus::kOk;
+  if (created) record.row->credit_try = TryStatus::kSent;
+}
+
+// A branch's second phase applied on the shard holding the row: its end is done.
+void Engine::MarkEndDone(DistributedRecord& record, Direction direction, int64_t time_ms) {
+  if (record.row == nullptr) return;
+  if (direction == Direction::kDebit) {
+    record.row->debit_end = EndStatus::kDone;
+  } else if (direction == Direction::kCredit) {
+    record.row->credit_end = EndStatus::kDone;
+  } else {
+    return;
+  }
+  record.row->updated_ms = time_ms;
+}
+
 void Engine::AfterDistributedChange(std::string_view txid, DistributedRecord& record,
                                     int64_t time_ms) {
   record.last_change_ms = time_ms;
@@ -932,12 +1031,7 @@ void Engine::Apply(const Event& event) {
       DistributedRecord& record = MutableDistributed(event.txid);
       record.branches.push_back(Branch{Mode::kTcc, event.direction, 0, BranchState::kTried,
                                        event.currency, event.account, event.amount});
-      if (event.mode != Mode::kNone) {
-        CreateRow(event.txid, record,
-                  RowSpec{event.mode, event.account, event.peer, event.amount, event.currency},
-                  event.time_ms);
-        record.row->debit_try = TryStatus::kOk;
-      }
+      if (event.mode != Mode::kNone) CreateRowWithDebit(event, record);
       AfterDistributedChange(event.txid, record, event.time_ms);
       return;
     }
@@ -954,6 +1048,7 @@ void Engine::Apply(const Event& event) {
         WALLET_CHECK(event.type == EventType::kTccCancel, "confirm of an untried branch");
         record.branches.push_back(
             Branch{Mode::kTcc, event.direction, 0, BranchState::kFenced, Currency(), 0, 0});
+        MarkEndDone(record, event.direction, event.time_ms);
         AfterDistributedChange(event.txid, record, event.time_ms);
         return;
       }
@@ -983,6 +1078,7 @@ void Engine::Apply(const Event& event) {
       }
       branch->state = confirm ? BranchState::kConfirmed : BranchState::kCancelled;
       DropReserveIfEmpty(branch->account, account);
+      MarkEndDone(record, branch->direction, event.time_ms);
       AfterDistributedChange(event.txid, record, event.time_ms);
       return;
     }
@@ -1002,12 +1098,7 @@ void Engine::Apply(const Event& event) {
       record.branches.push_back(Branch{Mode::kSaga, event.direction, event.step,
                                        BranchState::kDone, event.currency, event.account,
                                        event.amount});
-      if (event.mode != Mode::kNone) {
-        CreateRow(event.txid, record,
-                  RowSpec{event.mode, event.account, event.peer, event.amount, event.currency},
-                  event.time_ms);
-        record.row->debit_try = TryStatus::kOk;
-      }
+      if (event.mode != Mode::kNone) CreateRowWithDebit(event, record);
       AfterDistributedChange(event.txid, record, event.time_ms);
       return;
     }
@@ -1036,6 +1127,7 @@ void Engine::Apply(const Event& event) {
         audit_.moved_out += branch->amount;
       }
       branch->state = BranchState::kCompensated;
+      MarkEndDone(record, branch->direction, event.time_ms);
       AfterDistributedChange(event.txid, record, event.time_ms);
       return;
     }

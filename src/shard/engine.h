@@ -20,6 +20,29 @@
 //   - records of finished transactions are kept for the idempotency window, then
 //     removed by Collect() a bounded number at a time.
 //
+// Cross-shard second phases (TccConfirm, TccCancel, SagaCompensate):
+//   - they may carry a row update (`row_update`, ROW.SET's fields) for the txid's
+//     phase row, which must be on this shard (else kNoRow). The update is validated
+//     as RowSet validates it and the branch operation against the row as it will be
+//     after the update; only when both pass are events committed: a kRowUpdate (only
+//     if the update changes the row), then the branch event, in that order and in
+//     the same call. So one command may append two events; a crash between them
+//     leaves "decision written, branch not yet done", which executors handle;
+//   - decision guard: on the shard holding the row, a second phase that would
+//     succeed (apply, replay or fence) must agree with the row's decision (after the
+//     update): confirm needs `confirm`, cancel and compensation need `cancel`. The
+//     opposite decision is kDecisionFixed, no decision yet kBadTransition. The
+//     branch's own refusals (kNotTried, kAlreadyCancelled, kAlreadyConfirmed,
+//     kInsufficientFunds, ...) come before the guard. Shards without the row (the
+//     other side of the transfer) are not guarded;
+//   - end fields follow the branches: applying a kTccConfirm/kTccCancel (fences
+//     too) on the shard holding the row sets that direction's debit_end/credit_end
+//     to done and updated_ms to the event time; a kSagaCompensate does the same by
+//     the compensated step's direction (a fence of a step never seen sets nothing).
+//     This happens in Apply, finished rows included, so a replay rebuilds it;
+//   - a row created by a try/step with `home` starts with debit_try ok and
+//     credit_try sent (the executor sends the credit's try right after).
+//
 // Not thread-safe: one engine per shard event loop.
 //
 // Example:
@@ -213,15 +236,20 @@ class Engine {
   // (debit only), the transaction's phase state row is created in the same step.
   Result TccTry(std::string_view txid, Direction direction, AccountId account, Amount amount,
                 Currency currency, const RowSpec* home, int64_t now_ms);
-  Result TccConfirm(std::string_view txid, Direction direction, int64_t now_ms);
+  // The second phases take an optional update of the txid's phase row (see the
+  // class comment: validated together, committed as kRowUpdate then the branch event).
+  Result TccConfirm(std::string_view txid, Direction direction, int64_t now_ms,
+                    const RowUpdate* row_update = nullptr);
   // Without a try, records a fence (Note::kEmptyRollback) that refuses a later try.
-  Result TccCancel(std::string_view txid, Direction direction, int64_t now_ms);
+  Result TccCancel(std::string_view txid, Direction direction, int64_t now_ms,
+                   const RowUpdate* row_update = nullptr);
 
   // ---- Saga step primitives (local transactions keyed by (txid, step)) ----
   Result SagaStep(std::string_view txid, uint8_t step, Direction direction, AccountId account,
                   Amount amount, Currency currency, const RowSpec* home, int64_t now_ms);
   // Undoes a step; without the step, records a fence (Note::kEmptyRollback).
-  Result SagaCompensate(std::string_view txid, uint8_t step, int64_t now_ms);
+  Result SagaCompensate(std::string_view txid, uint8_t step, int64_t now_ms,
+                        const RowUpdate* row_update = nullptr);
 
   // ---- Phase state table ----
   Result RowCreate(std::string_view txid, const RowSpec& spec, int64_t now_ms);
@@ -348,6 +376,15 @@ class Engine {
   Result FirstPhase(Mode mode, std::string_view txid, uint8_t step, Direction direction,
                     AccountId account, Amount amount, Currency currency, const RowSpec* home,
                     int64_t now_ms);
+  // The second phases: argument checks, the optional row update, the branch's own
+  // rules (PlanTccEnd / PlanCompensate fill *event and set *commit when an event is
+  // due), the decision guard, then the commits.
+  Result SecondPhase(EventType type, std::string_view txid, Direction direction, uint8_t step,
+                     const RowUpdate* row_update, int64_t now_ms);
+  Result PlanTccEnd(EventType type, std::string_view txid, Direction direction,
+                    const DistributedRecord* record, Event* event, bool* commit) const;
+  Result PlanCompensate(uint8_t step, const DistributedRecord* record, Event* event,
+                        bool* commit) const;
   Result ReplayLocal(std::string_view txid, const LocalRecord& record, EventType type,
                      AccountId account, AccountId peer, Amount amount, Currency currency) const;
   Reserve ReserveOf(AccountId account, const Account& record) const;
@@ -360,6 +397,8 @@ class Engine {
   DistributedRecord& MutableDistributed(std::string_view txid);
   void CreateRow(std::string_view txid, DistributedRecord& record, const RowSpec& spec,
                  int64_t time_ms);
+  void CreateRowWithDebit(const Event& event, DistributedRecord& record);
+  void MarkEndDone(DistributedRecord& record, Direction direction, int64_t time_ms);
   void AfterDistributedChange(std::string_view txid, DistributedRecord& record, int64_t time_ms);
   struct CollectPlan {
     size_t local = 0;                // local records to pop

@@ -851,6 +851,10 @@ TEST_F(EngineIdempotency, ReplayOfEveryMutationKindChangesNothingEvenWhenItWould
   update.decision = Decision::kConfirm;
   update.phase = RowPhase::kConfirming;
   update.attempts_added = 0;  // adding zero changes nothing, so a replay stays a no-op
+  // The row-holding shard confirms only after the decision: written with the confirm.
+  RowUpdate decide_confirm;
+  decide_confirm.mask = RowUpdate::kDecision;
+  decide_confirm.decision = Decision::kConfirm;
   struct Case {
     const char* name;
     std::function<Result()> run;
@@ -863,7 +867,7 @@ TEST_F(EngineIdempotency, ReplayOfEveryMutationKindChangesNothingEvenWhenItWould
       {"transfer", [&] { return engine().Transfer("x", kA, kB, 300, kUsd, now_); }, Note::kNone, Note::kReplayed},
       {"try debit with row", [&] { return engine().TccTry("tcc", Direction::kDebit, kA, 100, kUsd, &tcc_home, now_); }, Note::kNone, Note::kReplayed},
       {"try debit without row", [&] { return engine().TccTry("tcc", Direction::kDebit, kA, 100, kUsd, nullptr, now_); }, Note::kReplayed, Note::kReplayed},
-      {"confirm", [&] { return engine().TccConfirm("tcc", Direction::kDebit, now_); }, Note::kNone, Note::kReplayed},
+      {"confirm", [&] { return engine().TccConfirm("tcc", Direction::kDebit, now_, &decide_confirm); }, Note::kNone, Note::kReplayed},
       {"try credit", [&] { return engine().TccTry("tcc2", Direction::kCredit, kB, 50, kUsd, nullptr, now_); }, Note::kNone, Note::kReplayed},
       {"cancel", [&] { return engine().TccCancel("tcc2", Direction::kCredit, now_); }, Note::kNone, Note::kReplayed},
       {"cancel without try (fence)", [&] { return engine().TccCancel("fence", Direction::kDebit, now_); }, Note::kEmptyRollback, Note::kEmptyRollback},
@@ -1096,7 +1100,7 @@ TEST_F(EngineTcc, TryDebitWithHomeRowCreatesTheRowInTheSameStep) {
   ASSERT_NE(row, nullptr);
   EXPECT_EQ(row->spec, home);
   EXPECT_EQ(row->debit_try, TryStatus::kOk);
-  EXPECT_EQ(row->credit_try, TryStatus::kNone);
+  EXPECT_EQ(row->credit_try, TryStatus::kSent);  // the credit's try may be in flight
   EXPECT_EQ(row->phase, RowPhase::kTrying);
   EXPECT_EQ(row->decision, Decision::kNone);
   EXPECT_EQ(row->created_ms, now_);
@@ -2057,6 +2061,7 @@ class RandomWorkload {
     Result result;
     bool is_collect = false;
     size_t collected = 0;
+    bool with_row = false;  // a second phase with a row update (ROW suffix): up to 2 events
   };
 
   Outcome Step(Engine& engine) {
@@ -2097,16 +2102,22 @@ class RandomWorkload {
         last_try_ = {txid, direction};
         break;
       }
-      case 7:  // mostly the second phase of a recent try
+      case 7: {  // mostly the second phase of a recent try
         out.op = "confirm";
         if (Chance(60)) std::tie(txid, direction) = last_try_;
-        out.result = engine.TccConfirm(txid, direction, now_);
+        const RowUpdate update = SecondPhaseUpdate(Decision::kConfirm);
+        out.with_row = Chance(35);
+        out.result = engine.TccConfirm(txid, direction, now_, out.with_row ? &update : nullptr);
         break;
-      case 8:
+      }
+      case 8: {
         out.op = "cancel";
         if (Chance(60)) std::tie(txid, direction) = last_try_;
-        out.result = engine.TccCancel(txid, direction, now_);
+        const RowUpdate update = SecondPhaseUpdate(Decision::kCancel);
+        out.with_row = Chance(35);
+        out.result = engine.TccCancel(txid, direction, now_, out.with_row ? &update : nullptr);
         break;
+      }
       case 9: {
         out.op = "saga step";
         RowSpec home{Mode::kSaga, a, b, amount, currency};
@@ -2121,7 +2132,9 @@ class RandomWorkload {
         out.op = "compensate";
         uint8_t step = RandomStep();
         if (Chance(60)) std::tie(txid, step) = last_step_;
-        out.result = engine.SagaCompensate(txid, step, now_);
+        const RowUpdate update = SecondPhaseUpdate(Decision::kCancel);
+        out.with_row = Chance(35);
+        out.result = engine.SagaCompensate(txid, step, now_, out.with_row ? &update : nullptr);
         break;
       }
       case 11: {
@@ -2166,6 +2179,33 @@ class RandomWorkload {
     return 1 + static_cast<Amount>(Pick(400));
   }
   uint8_t RandomStep() { return static_cast<uint8_t>(Chance(5) ? 4 * Pick(2) : 1 + Pick(3)); }
+  // The row update a second phase may carry: mostly the decision it needs (sometimes
+  // the other one), often with end fields, a phase or attempts; at times a random one.
+  RowUpdate SecondPhaseUpdate(Decision wanted) {
+    if (Chance(20)) return RandomUpdate();
+    RowUpdate u;
+    if (Chance(80)) {
+      u.mask |= RowUpdate::kDecision;
+      u.decision = Chance(85) ? wanted : wanted == Decision::kConfirm ? Decision::kCancel
+                                                                       : Decision::kConfirm;
+    }
+    if (Chance(30)) {
+      u.mask |= RowUpdate::kPhase;
+      const bool confirm = wanted == Decision::kConfirm;
+      u.phase = Chance(50) ? (confirm ? RowPhase::kConfirming : RowPhase::kCancelling)
+                           : (confirm ? RowPhase::kCommitted : RowPhase::kAborted);
+    }
+    if (Chance(30)) {
+      u.mask |= Chance(50) ? RowUpdate::kDebitEnd : RowUpdate::kCreditEnd;
+      u.debit_end = u.credit_end = static_cast<EndStatus>(Pick(3));
+    }
+    if (Chance(20)) {
+      u.mask |= RowUpdate::kAttempts;
+      u.attempts_added = 1;
+    }
+    if (u.mask == 0) u.mask = RowUpdate::kOutOfOrder;  // out_of_order 0
+    return u;
+  }
   RowUpdate RandomUpdate() {
     RowUpdate u;
     auto maybe = [&](RowUpdate::Field field) {
@@ -2213,6 +2253,7 @@ TEST_P(EngineReplay, RecordedEventsRebuildTheSameStateAndBehaviour) {
   const auto& accounts = workload.accounts();
   const auto& txids = workload.txids();
   std::map<std::string, std::pair<int, int>> tally;  // op -> (applied, refused)
+  std::pair<int, int> with_row;  // second phases with a row update: (accepted, refused)
 
   auto rebuild = [&](size_t events) {
     auto replay = std::make_unique<Engine>(RandomWorkload::Options(), RandomWorkload::Owned());
@@ -2242,14 +2283,20 @@ TEST_P(EngineReplay, RecordedEventsRebuildTheSameStateAndBehaviour) {
     }
     const bool applied = out.result.ok() && out.result.note == Note::kNone;
     ++(applied ? tally[out.op].first : tally[out.op].second);
+    if (out.with_row) ++(out.result.ok() ? with_row.first : with_row.second);
+    // A second phase with a row update may append the update's event before its own.
+    const uint64_t row_event = out.with_row && out.result.ok() ? 1 : 0;
     if (applied) {
-      ASSERT_EQ(appended, 1u) << "an applied command appends exactly one event";
+      ASSERT_GE(appended, 1u) << "an applied command appends one event (two with a row update)";
+      ASSERT_LE(appended, 1u + row_event);
     } else if (appended == 0) {
       ASSERT_EQ(StateText(live, accounts, txids), before) << "changed state without an event";
+    } else if (!out.result.ok()) {
+      FAIL() << "a refused command appended " << appended << " events";
     } else {
-      // Only a first empty rollback (a new fence) is accepted with a note and an event.
-      ASSERT_EQ(out.result.note, Note::kEmptyRollback);
-      ASSERT_EQ(appended, 1u);
+      // Accepted with a note and events: a first empty rollback (a new fence), or a
+      // replayed / fenced branch whose row update changed the row.
+      ASSERT_LE(appended, (out.result.note == Note::kEmptyRollback ? 1u : 0u) + row_event);
     }
     if (i % 1000 == 999) {  // a prefix of the log rebuilds the state of that moment
       auto replay = rebuild(sink.size());
@@ -2262,6 +2309,8 @@ TEST_P(EngineReplay, RecordedEventsRebuildTheSameStateAndBehaviour) {
     EXPECT_GE(counts.second, 5) << op << " was rarely refused";
   }
   EXPECT_EQ(tally.size(), 13u);
+  EXPECT_GE(with_row.first, 20) << "second phases with a row update were rarely accepted";
+  EXPECT_GE(with_row.second, 20) << "second phases with a row update were rarely refused";
 
   std::unique_ptr<Engine> replay = rebuild(sink.size());
   std::string error;
@@ -2437,7 +2486,11 @@ class EngineConservation : public ::testing::Test {
         RowUpdate u;
         u.mask = RowUpdate::kCreditTry | RowUpdate::kCreditAnswer;
         if (x.variant == 1) {
-          u.credit_try = TryStatus::kSent;  // sent, no answer yet: the executor gives up
+          // Sent, no answer yet: the executor gives up. The row says so already: a row
+          // created by the debit's try starts with credit_try sent.
+          EXPECT_EQ(home.FindRow(x.txid)->credit_try, TryStatus::kSent);
+          x.stage = 2;
+          return;
         } else {
           Result r = Send([&] {
             return other.TccTry(x.txid, Direction::kCredit, x.to, x.amount, x.currency, nullptr,
@@ -2464,14 +2517,21 @@ class EngineConservation : public ::testing::Test {
       case 3: {
         RowUpdate u;
         if (!x.debit_end && (x.credit_end || Chance(50))) {
-          Result r = Send([&] {
-            return confirm ? home.TccConfirm(x.txid, Direction::kDebit, now_)
-                           : home.TccCancel(x.txid, Direction::kDebit, now_);
-          });
-          EXPECT_TRUE(Is(r, ResultCode::kOk));
-          x.debit_end = true;
+          // On the home shard the branch sets debit_end itself; half the time the
+          // executor also writes it in the same command (ROW suffix), which changes
+          // nothing more.
           u.mask = RowUpdate::kDebitEnd;
           u.debit_end = EndStatus::kDone;
+          const RowUpdate* with_row = Chance(50) ? &u : nullptr;
+          Result r = Send([&] {
+            return confirm ? home.TccConfirm(x.txid, Direction::kDebit, now_, with_row)
+                           : home.TccCancel(x.txid, Direction::kDebit, now_, with_row);
+          });
+          EXPECT_TRUE(Is(r, ResultCode::kOk));
+          EXPECT_EQ(home.FindRow(x.txid)->debit_end, EndStatus::kDone);
+          x.debit_end = true;
+          if (x.debit_end && x.credit_end) x.stage = 4;
+          return;
         } else {
           Result r = Send([&] {
             return confirm ? other.TccConfirm(x.txid, Direction::kCredit, now_)
@@ -2726,6 +2786,443 @@ TEST_F(EngineRows, AttemptsSaturateInsteadOfWrapping) {
   EXPECT_APPLIED(engine().RowSet("row", Update({AddAttempts(UINT32_MAX - 1)}), now_));
   EXPECT_APPLIED(engine().RowSet("row", Update({AddAttempts(5)}), now_));
   EXPECT_EQ(engine().FindRow("row")->attempts, UINT32_MAX);
+}
+
+}  // namespace
+}  // namespace wallet::shard
+
+// =====================================================================================
+// Second phases for the executors: a row update with the branch (ROW suffix), the
+// decision guard, end fields that follow the branches, credit_try sent at creation.
+
+namespace wallet::shard {
+namespace {
+
+class EngineSecondPhase : public EngineTest {
+ protected:
+  void SetUp() override {
+    engine().set_event_sink(&sink_);  // from the first event on, so the log replays alone
+    EngineTest::SetUp();
+  }
+
+  static RowUpdate Decide(Decision decision) {
+    RowUpdate update;
+    update.mask = RowUpdate::kDecision;
+    update.decision = decision;
+    return update;
+  }
+
+  // A TC/C transfer kA -> 500 whose debit try created the row here (the home shard).
+  void TccHome(std::string_view txid, Amount amount = 300) {
+    const RowSpec home{Mode::kTcc, kA, 500, amount, kUsd};
+    EXPECT_APPLIED(engine().TccTry(txid, Direction::kDebit, kA, amount, kUsd, &home, now_));
+  }
+  // A saga kA -> 500 whose debit step created the row here.
+  void SagaHome(std::string_view txid, Amount amount = 300) {
+    const RowSpec home{Mode::kSaga, kA, 500, amount, kUsd};
+    EXPECT_APPLIED(
+        engine().SagaStep(txid, 1, Direction::kDebit, kA, amount, kUsd, &home, now_));
+  }
+
+  // Runs a command that must be refused with `code`: nothing changes (same digest, no
+  // event, same state text) and the message contains `words`.
+  void ExpectRefused(ResultCode code, std::string_view words,
+                     const std::function<Result()>& command) {
+    const StateDigest digest = engine().Digest();
+    const size_t events = sink_.size();
+    const std::string before = State();
+    Result result = command();
+    EXPECT_TRUE(Is(result, code));
+    EXPECT_NE(result.message.find(words), std::string::npos) << result.message;
+    EXPECT_EQ(engine().Digest(), digest) << "a refused command changed the digest";
+    EXPECT_EQ(sink_.size(), events) << "a refused command appended an event";
+    EXPECT_EQ(State(), before);
+  }
+
+  // Events appended since `from`, by type name.
+  std::vector<std::string> EventsSince(size_t from) const {
+    std::vector<std::string> out;
+    for (size_t i = from; i < sink_.size(); ++i) out.emplace_back(EventTypeName(sink_.type(i)));
+    return out;
+  }
+
+  // The recorded events replayed into a fresh engine give the live digest.
+  void ExpectReplayGivesTheSameDigest() {
+    Engine replay(DefaultOptions(), PartitionSet::All(kDefaultPartitionCount));
+    sink_.ReplayInto(replay, sink_.size());
+    EXPECT_EQ(replay.Digest(), engine().Digest());
+    EXPECT_EQ(StateText(replay, accounts_, txids_), State());
+  }
+
+  class TypedSink : public RecordingSink {
+   public:
+    void Append(const Event& event) override {
+      types_.push_back(event.type);
+      times_.push_back(event.time_ms);
+      RecordingSink::Append(event);
+    }
+    EventType type(size_t i) const { return types_.at(i); }
+    int64_t time(size_t i) const { return times_.at(i); }
+
+   private:
+    std::vector<EventType> types_;
+    std::vector<int64_t> times_;
+  };
+  TypedSink sink_;
+  const RowUpdate decide_confirm_ = Decide(Decision::kConfirm);
+  const RowUpdate decide_cancel_ = Decide(Decision::kCancel);
+  const RowUpdate empty_{};
+};
+
+TEST_F(EngineSecondPhase, ConfirmWithARowUpdateCommitsTheUpdateThenTheBranch) {
+  TccHome("tx");
+  now_ += 10;
+  RowUpdate update = Decide(Decision::kConfirm);
+  update.mask |= RowUpdate::kPhase;
+  update.phase = RowPhase::kConfirming;
+  const size_t from = sink_.size();
+  EXPECT_APPLIED(engine().TccConfirm("tx", Direction::kDebit, now_, &update));
+  EXPECT_EQ(EventsSince(from), (std::vector<std::string>{"ROW.SET", "TCC.CONFIRM"}));
+  EXPECT_EQ(sink_.time(from), now_);
+  EXPECT_EQ(sink_.time(from + 1), now_);
+  const PhaseRow* row = engine().FindRow("tx");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->decision, Decision::kConfirm);
+  EXPECT_EQ(row->phase, RowPhase::kConfirming);
+  EXPECT_EQ(row->debit_end, EndStatus::kDone);
+  EXPECT_EQ(Held(kA), 0);
+  EXPECT_EQ(engine().audit().moved_out, 300);
+  // The same command again: the update changes nothing and the branch is a replay.
+  now_ += 10;
+  EXPECT_REPLAYED(engine().TccConfirm("tx", Direction::kDebit, now_, &update));
+  EXPECT_EQ(sink_.size(), from + 2);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, AnUpdateThatChangesNothingAppendsOnlyTheBranchEvent) {
+  TccHome("tx");
+  EXPECT_APPLIED(engine().RowSet("tx", Decide(Decision::kCancel), now_));
+  const size_t from = sink_.size();
+  const RowUpdate same = Decide(Decision::kCancel);
+  EXPECT_APPLIED(engine().TccCancel("tx", Direction::kDebit, now_, &same));
+  EXPECT_EQ(EventsSince(from), (std::vector<std::string>{"TCC.CANCEL"}));
+  EXPECT_EQ(Available(kA), 1000);
+}
+
+TEST_F(EngineSecondPhase, AChangingUpdateWithAReplayedBranchAppendsOnlyTheUpdate) {
+  TccHome("tx");
+  EXPECT_APPLIED(engine().TccCancel("tx", Direction::kDebit, now_, &decide_cancel_));
+  RowUpdate abort;
+  abort.mask = RowUpdate::kPhase;
+  abort.phase = RowPhase::kAborted;
+  now_ += 5;
+  const size_t from = sink_.size();
+  EXPECT_TRUE(Is(engine().TccCancel("tx", Direction::kDebit, now_, &abort), ResultCode::kOk,
+                 Note::kReplayed));
+  EXPECT_EQ(EventsSince(from), (std::vector<std::string>{"ROW.SET"}));
+  EXPECT_EQ(engine().FindRow("tx")->phase, RowPhase::kAborted);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, ARefusedUpdateLeavesNothing) {
+  TccHome("tx");
+  EXPECT_APPLIED(engine().RowSet("tx", Decide(Decision::kConfirm), now_));
+  RowUpdate aborted;
+  aborted.mask = RowUpdate::kPhase;
+  aborted.phase = RowPhase::kAborted;
+  RowUpdate bad_value;
+  bad_value.mask = RowUpdate::kDebitEnd;
+  bad_value.debit_end = static_cast<EndStatus>(7);
+  ExpectRefused(ResultCode::kDecisionFixed, "confirm", [&] {
+    return engine().TccConfirm("tx", Direction::kDebit, now_, &decide_cancel_);
+  });
+  ExpectRefused(ResultCode::kBadTransition, "phase",
+                [&] { return engine().TccConfirm("tx", Direction::kDebit, now_, &aborted); });
+  ExpectRefused(ResultCode::kMalformed, "nothing to set",
+                [&] { return engine().TccConfirm("tx", Direction::kDebit, now_, &empty_); });
+  ExpectRefused(ResultCode::kMalformed, "out of range",
+                [&] { return engine().TccConfirm("tx", Direction::kDebit, now_, &bad_value); });
+  // The row must be on this shard: the other side of a transfer has none.
+  EXPECT_APPLIED(engine().TccTry("plain", Direction::kCredit, kB, 5, kUsd, nullptr, now_));
+  ExpectRefused(ResultCode::kNoRow, "no row", [&] {
+    return engine().TccConfirm("plain", Direction::kCredit, now_, &decide_confirm_);
+  });
+  ExpectRefused(ResultCode::kNoRow, "no row", [&] {
+    return engine().TccCancel("never-seen", Direction::kCredit, now_, &decide_cancel_);
+  });
+  ExpectRefused(ResultCode::kNoRow, "no row", [&] {
+    return engine().SagaCompensate("never-seen", 2, now_, &decide_cancel_);
+  });
+  EXPECT_EQ(Held(kA), 300);
+}
+
+TEST_F(EngineSecondPhase, ARefusedBranchLeavesNothingEvenWithAValidUpdate) {
+  // Confirm of a branch never tried here (the row came from ROW.CREATE).
+  EXPECT_APPLIED(engine().RowCreate("t1", RowSpec{Mode::kTcc, kA, 500, 300, kUsd}, now_));
+  ExpectRefused(ResultCode::kNotTried, "never tried", [&] {
+    return engine().TccConfirm("t1", Direction::kDebit, now_, &decide_confirm_);
+  });
+  EXPECT_EQ(engine().FindRow("t1")->decision, Decision::kNone);
+  // Cancel of a confirmed branch.
+  TccHome("t2");
+  EXPECT_APPLIED(engine().TccConfirm("t2", Direction::kDebit, now_, &decide_confirm_));
+  RowUpdate attempts;
+  attempts.mask = RowUpdate::kAttempts;
+  attempts.attempts_added = 1;
+  ExpectRefused(ResultCode::kAlreadyConfirmed, "confirmed", [&] {
+    return engine().TccCancel("t2", Direction::kDebit, now_, &attempts);
+  });
+  // Compensation of a credit already spent (the saga's row and credit on one shard).
+  SagaHome("t3", 100);
+  EXPECT_APPLIED(engine().SagaStep("t3", 2, Direction::kCredit, kB, 100, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().Withdraw("w", kB, 100, now_));
+  ExpectRefused(ResultCode::kInsufficientFunds, "available", [&] {
+    return engine().SagaCompensate("t3", 2, now_, &decide_cancel_);
+  });
+  EXPECT_EQ(engine().FindRow("t3")->decision, Decision::kNone);
+  // A valid update with a branch the decision guard refuses.
+  TccHome("t4", 10);
+  ExpectRefused(ResultCode::kDecisionFixed, "confirm", [&] {
+    return engine().TccCancel("t4", Direction::kDebit, now_, &decide_confirm_);
+  });
+  EXPECT_EQ(engine().FindRow("t4")->decision, Decision::kNone);
+}
+
+TEST_F(EngineSecondPhase, GuardRefusesASecondPhaseAgainstTheWrittenDecision) {
+  TccHome("confirmed");
+  EXPECT_APPLIED(engine().RowSet("confirmed", Decide(Decision::kConfirm), now_));
+  TccHome("cancelled", 100);
+  EXPECT_APPLIED(engine().RowSet("cancelled", Decide(Decision::kCancel), now_));
+  SagaHome("saga", 50);
+  EXPECT_APPLIED(engine().RowSet("saga", Decide(Decision::kConfirm), now_));
+  // The message names the decision written.
+  ExpectRefused(ResultCode::kDecisionFixed, "decided to confirm",
+                [&] { return engine().TccCancel("confirmed", Direction::kDebit, now_); });
+  ExpectRefused(ResultCode::kDecisionFixed, "decided to confirm",
+                [&] { return engine().TccCancel("confirmed", Direction::kCredit, now_); });  // a fence too
+  ExpectRefused(ResultCode::kDecisionFixed, "decided to cancel",
+                [&] { return engine().TccConfirm("cancelled", Direction::kDebit, now_); });
+  ExpectRefused(ResultCode::kDecisionFixed, "decided to confirm",
+                [&] { return engine().SagaCompensate("saga", 1, now_); });
+  ExpectRefused(ResultCode::kDecisionFixed, "decided to confirm",
+                [&] { return engine().SagaCompensate("saga", 3, now_); });  // a fence too
+  // The agreeing second phases go through.
+  EXPECT_APPLIED(engine().TccConfirm("confirmed", Direction::kDebit, now_));
+  EXPECT_APPLIED(engine().TccCancel("cancelled", Direction::kDebit, now_));
+  EXPECT_EQ(Available(kA), 1000 - 300 - 50);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, GuardWithoutADecisionAsksForItFirst) {
+  TccHome("tx");
+  SagaHome("saga", 50);
+  ExpectRefused(ResultCode::kBadTransition, "write the decision first, e.g. ROW decision confirm",
+                [&] { return engine().TccConfirm("tx", Direction::kDebit, now_); });
+  ExpectRefused(ResultCode::kBadTransition, "write the decision first, e.g. ROW decision cancel",
+                [&] { return engine().TccCancel("tx", Direction::kDebit, now_); });
+  ExpectRefused(ResultCode::kBadTransition, "write the decision first",
+                [&] { return engine().TccCancel("tx", Direction::kCredit, now_); });  // would fence
+  ExpectRefused(ResultCode::kBadTransition, "write the decision first, e.g. ROW decision cancel",
+                [&] { return engine().SagaCompensate("saga", 1, now_); });
+  // An update that only touches other fields does not help ...
+  RowUpdate attempts;
+  attempts.mask = RowUpdate::kAttempts;
+  attempts.attempts_added = 1;
+  ExpectRefused(ResultCode::kBadTransition, "write the decision first",
+                [&] { return engine().TccCancel("tx", Direction::kDebit, now_, &attempts); });
+  // ... the decision in the same command does.
+  EXPECT_APPLIED(engine().SagaCompensate("saga", 1, now_, &decide_cancel_));
+  EXPECT_APPLIED(engine().TccCancel("tx", Direction::kDebit, now_, &decide_cancel_));
+  EXPECT_EQ(Available(kA), 1000);
+  EXPECT_EQ(engine().FindRow("tx")->decision, Decision::kCancel);
+  EXPECT_EQ(engine().FindRow("saga")->decision, Decision::kCancel);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, ReplaysWhoseDecisionAgreesReplyAsBefore) {
+  TccHome("c");
+  EXPECT_APPLIED(engine().TccConfirm("c", Direction::kDebit, now_, &decide_confirm_));
+  TccHome("x", 100);
+  EXPECT_APPLIED(engine().TccCancel("x", Direction::kDebit, now_, &decide_cancel_));
+  EXPECT_TRUE(Is(engine().TccCancel("x", Direction::kCredit, now_), ResultCode::kOk,
+                 Note::kEmptyRollback));
+  SagaHome("s", 50);
+  EXPECT_APPLIED(engine().SagaCompensate("s", 1, now_, &decide_cancel_));
+  now_ += 100;
+  EXPECT_REPLAYED(engine().TccConfirm("c", Direction::kDebit, now_));
+  EXPECT_REPLAYED(engine().TccCancel("x", Direction::kDebit, now_));
+  EXPECT_NOOP(Note::kEmptyRollback, engine().TccCancel("x", Direction::kCredit, now_));
+  EXPECT_REPLAYED(engine().SagaCompensate("s", 1, now_));
+  // The branch's own refusals come before the guard, as before.
+  EXPECT_REJECTED(ResultCode::kAlreadyConfirmed, engine().TccCancel("c", Direction::kDebit, now_));
+  EXPECT_REJECTED(ResultCode::kAlreadyCancelled, engine().TccConfirm("x", Direction::kDebit, now_));
+}
+
+TEST_F(EngineSecondPhase, ShardsWithoutTheRowAreNotGuarded) {
+  // The credit side of a transfer whose row lives on another shard.
+  EXPECT_APPLIED(engine().TccTry("t1", Direction::kCredit, kB, 100, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().TccConfirm("t1", Direction::kCredit, now_));
+  EXPECT_APPLIED(engine().TccTry("t2", Direction::kCredit, kB, 100, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().TccCancel("t2", Direction::kCredit, now_));
+  EXPECT_TRUE(Is(engine().TccCancel("t3", Direction::kCredit, now_), ResultCode::kOk,
+                 Note::kEmptyRollback));
+  EXPECT_APPLIED(engine().SagaStep("tx", 2, Direction::kCredit, kB, 30, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().SagaCompensate("tx", 2, now_));
+  EXPECT_EQ(Available(kB), 100);
+  for (const char* txid : {"t1", "t2", "t3", "tx"}) EXPECT_EQ(engine().FindRow(txid), nullptr);
+}
+
+TEST_F(EngineSecondPhase, EndFieldsFollowTheBranchesOnTheRowShard) {
+  // TC/C with both branches here: each confirm sets its end field and updated_ms.
+  TccHome("tx");
+  EXPECT_APPLIED(engine().TccTry("tx", Direction::kCredit, kB, 300, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().RowSet("tx", Decide(Decision::kConfirm), now_));
+  now_ += 10;
+  EXPECT_APPLIED(engine().TccConfirm("tx", Direction::kDebit, now_));
+  const PhaseRow* row = engine().FindRow("tx");
+  EXPECT_EQ(row->debit_end, EndStatus::kDone);
+  EXPECT_EQ(row->credit_end, EndStatus::kNone);
+  EXPECT_EQ(row->updated_ms, now_);
+  now_ += 10;
+  EXPECT_APPLIED(engine().TccConfirm("tx", Direction::kCredit, now_));
+  EXPECT_EQ(row->credit_end, EndStatus::kDone);
+  EXPECT_EQ(row->updated_ms, now_);
+  // A cancel, and a cancel that fences (its direction's end is done too).
+  TccHome("t1", 100);
+  now_ += 10;
+  EXPECT_APPLIED(engine().TccCancel("t1", Direction::kDebit, now_, &decide_cancel_));
+  EXPECT_TRUE(Is(engine().TccCancel("t1", Direction::kCredit, now_), ResultCode::kOk,
+                 Note::kEmptyRollback));
+  EXPECT_EQ(engine().FindRow("t1")->debit_end, EndStatus::kDone);
+  EXPECT_EQ(engine().FindRow("t1")->credit_end, EndStatus::kDone);
+  EXPECT_EQ(engine().FindRow("t1")->updated_ms, now_);
+  // Saga: compensation by the step's direction; a fence (step never seen) sets nothing.
+  SagaHome("t2", 100);
+  EXPECT_APPLIED(engine().SagaStep("t2", 2, Direction::kCredit, kB, 100, kUsd, nullptr, now_));
+  EXPECT_APPLIED(engine().RowSet("t2", Decide(Decision::kCancel), now_));
+  now_ += 10;
+  EXPECT_TRUE(Is(engine().SagaCompensate("t2", 3, now_), ResultCode::kOk, Note::kEmptyRollback));
+  EXPECT_EQ(engine().FindRow("t2")->debit_end, EndStatus::kNone);
+  EXPECT_EQ(engine().FindRow("t2")->credit_end, EndStatus::kNone);
+  EXPECT_EQ(engine().FindRow("t2")->updated_ms, now_ - 10);
+  EXPECT_APPLIED(engine().SagaCompensate("t2", 2, now_));
+  EXPECT_EQ(engine().FindRow("t2")->credit_end, EndStatus::kDone);
+  EXPECT_EQ(engine().FindRow("t2")->debit_end, EndStatus::kNone);
+  now_ += 10;
+  EXPECT_APPLIED(engine().SagaCompensate("t2", 1, now_));
+  EXPECT_EQ(engine().FindRow("t2")->debit_end, EndStatus::kDone);
+  EXPECT_EQ(engine().FindRow("t2")->updated_ms, now_);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, EndFieldsAreNotSetOnTheShardWithoutTheRow) {
+  // Two shards: the home (kA's, with the row) and the other (kB's, without).
+  Engine other(DefaultOptions(), PartitionSet::All(kDefaultPartitionCount));
+  ASSERT_TRUE(other.Open(kB, kUsd, now_).ok());
+  TccHome("tx");
+  ASSERT_TRUE(other.TccTry("tx", Direction::kCredit, kB, 300, kUsd, nullptr, now_).ok());
+  EXPECT_APPLIED(engine().RowSet("tx", Decide(Decision::kConfirm), now_));
+  now_ += 10;
+  EXPECT_APPLIED(other.TccConfirm("tx", Direction::kCredit, now_));
+  EXPECT_EQ(other.FindRow("tx"), nullptr);
+  EXPECT_EQ(engine().FindRow("tx")->credit_end, EndStatus::kNone);  // the executor writes it
+  EXPECT_EQ(engine().FindRow("tx")->debit_end, EndStatus::kNone);
+}
+
+TEST_F(EngineSecondPhase, TheLastCommandMayFinishTheRowAndApplyTheBranch) {
+  // Credit confirmed elsewhere; the home confirm carries the row's final update.
+  TccHome("tx");
+  EXPECT_APPLIED(engine().RowSet("tx", Decide(Decision::kConfirm), now_));
+  RowUpdate last;
+  last.mask = RowUpdate::kPhase | RowUpdate::kCreditEnd;
+  last.phase = RowPhase::kCommitted;
+  last.credit_end = EndStatus::kDone;
+  now_ += 10;
+  EXPECT_APPLIED(engine().TccConfirm("tx", Direction::kDebit, now_, &last));
+  const PhaseRow* row = engine().FindRow("tx");
+  EXPECT_EQ(row->phase, RowPhase::kCommitted);
+  EXPECT_EQ(row->debit_end, EndStatus::kDone);  // set by the branch on the finished row
+  EXPECT_EQ(row->credit_end, EndStatus::kDone);
+  EXPECT_EQ(engine().stats().open_rows, 0u);
+  // What a finished row refuses is unchanged; the same command replays.
+  RowUpdate attempts;
+  attempts.mask = RowUpdate::kAttempts;
+  attempts.attempts_added = 1;
+  EXPECT_REJECTED(ResultCode::kBadTransition, engine().RowSet("tx", attempts, now_));
+  EXPECT_REPLAYED(engine().TccConfirm("tx", Direction::kDebit, now_, &last));
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, ARowCreatedByATryOrStepStartsWithCreditTrySent) {
+  TccHome("t1");
+  EXPECT_EQ(engine().FindRow("t1")->credit_try, TryStatus::kSent);
+  EXPECT_EQ(engine().FindRow("t1")->debit_try, TryStatus::kOk);
+  SagaHome("t2", 10);
+  EXPECT_EQ(engine().FindRow("t2")->credit_try, TryStatus::kSent);
+  EXPECT_EQ(engine().FindRow("t2")->debit_try, TryStatus::kOk);
+  // ROW.CREATE alone is unchanged, and a try joining its row does not create it.
+  const RowSpec spec{Mode::kTcc, kA, 500, 20, kUsd};
+  EXPECT_APPLIED(engine().RowCreate("t3", spec, now_));
+  EXPECT_EQ(engine().FindRow("t3")->credit_try, TryStatus::kNone);
+  EXPECT_APPLIED(engine().TccTry("t3", Direction::kDebit, kA, 20, kUsd, &spec, now_));
+  EXPECT_EQ(engine().FindRow("t3")->credit_try, TryStatus::kNone);
+  EXPECT_EQ(engine().FindRow("t3")->debit_try, TryStatus::kOk);
+  ExpectReplayGivesTheSameDigest();
+}
+
+TEST_F(EngineSecondPhase, AReplayedRowCreatingTryIsReportedAsAReplay) {
+  // The wire answers +REPLAYED for these (commands.cc); the engine says kReplayed.
+  TccHome("t1");
+  SagaHome("t2", 10);
+  const RowSpec tcc{Mode::kTcc, kA, 500, 300, kUsd};
+  const RowSpec saga{Mode::kSaga, kA, 500, 10, kUsd};
+  now_ += 10;
+  EXPECT_REPLAYED(engine().TccTry("t1", Direction::kDebit, kA, 300, kUsd, &tcc, now_));
+  EXPECT_REPLAYED(engine().SagaStep("t2", 1, Direction::kDebit, kA, 10, kUsd, &saga, now_));
+  // Joining a row made by ROW.CREATE is applied, not a replay.
+  const RowSpec spec{Mode::kTcc, kA, 500, 20, kUsd};
+  EXPECT_APPLIED(engine().RowCreate("t3", spec, now_));
+  EXPECT_APPLIED(engine().TccTry("t3", Direction::kDebit, kA, 20, kUsd, &spec, now_));
+}
+
+TEST_F(EngineSecondPhase, ReplayingTheEventLogGivesTheSameDigest) {
+  // Every new path in one log: updates with branches, updates alone (replayed
+  // branches), branches alone (updates that change nothing), fences, finishes.
+  RowUpdate confirming = Decide(Decision::kConfirm);
+  confirming.mask |= RowUpdate::kPhase | RowUpdate::kAttempts;
+  confirming.phase = RowPhase::kConfirming;
+  confirming.attempts_added = 2;
+  RowUpdate committed;
+  committed.mask = RowUpdate::kPhase;
+  committed.phase = RowPhase::kCommitted;
+  RowUpdate aborting = Decide(Decision::kCancel);
+  aborting.mask |= RowUpdate::kPhase | RowUpdate::kOutOfOrder;
+  aborting.phase = RowPhase::kAborted;
+  aborting.out_of_order = 1;
+  TccHome("t1");
+  now_ += 3;
+  EXPECT_APPLIED(engine().TccTry("t1", Direction::kCredit, kB, 300, kUsd, nullptr, now_));
+  now_ += 3;
+  EXPECT_APPLIED(engine().TccConfirm("t1", Direction::kDebit, now_, &confirming));
+  now_ += 3;
+  EXPECT_APPLIED(engine().TccConfirm("t1", Direction::kCredit, now_, &committed));
+  TccHome("t2", 50);
+  now_ += 3;
+  EXPECT_TRUE(Is(engine().TccCancel("t2", Direction::kCredit, now_, &decide_cancel_),
+                 ResultCode::kOk, Note::kEmptyRollback));
+  now_ += 3;
+  EXPECT_APPLIED(engine().TccCancel("t2", Direction::kDebit, now_, &aborting));
+  SagaHome("t3", 40);
+  now_ += 3;
+  EXPECT_APPLIED(engine().SagaCompensate("t3", 1, now_, &aborting));
+  now_ += 3;
+  EXPECT_TRUE(Is(engine().SagaCompensate("t3", 2, now_), ResultCode::kOk, Note::kEmptyRollback));
+  EXPECT_EQ(engine().stats().open_rows, 0u);
+  ExpectReplayGivesTheSameDigest();
+  // And collection after the window removes them alike, live and replayed.
+  now_ += kWindowMs + 1;
+  engine().Collect(now_, 100);
+  ExpectReplayGivesTheSameDigest();
 }
 
 }  // namespace

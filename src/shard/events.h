@@ -1,7 +1,9 @@
 // events.h — the shard engine's events: the only things that change its state.
 //
-// The engine turns each accepted command into exactly one Event, hands it to the
-// EventSink (the event log, in the durability issue) and then applies it. Replaying
+// The engine turns each accepted command into one Event (two for a TC/C confirm or
+// cancel or a saga compensation with a row update: a kRowUpdate, then the branch
+// event, at the same time), hands each to the EventSink (the event log, in the
+// durability issue) and then applies it. Replaying
 // the same events in the same order into an empty engine rebuilds exactly the same
 // state, because an event carries everything its application needs, including the
 // time it happened (the engine has no clock of its own).
