@@ -2,9 +2,9 @@
 # ClusterScript.UpStatusDown: deploy/cluster.sh brings up a real local cluster
 # (ZooKeeper, two shards and, once wallet-router is built, a router) in a temporary
 # folder on free ports; the test checks `status`, sends OPEN/DEPOSIT/BALANCE to each
-# shard with redis-cli (and through the router), checks that `up` and `down` are
-# idempotent, that data and layout survive down/up, and that `down` leaves no process
-# behind.
+# shard with redis-cli (and through the router, with deploy/txops.sh showing a
+# transaction), checks that `up` and `down` are idempotent, that data and layout
+# survive down/up, and that `down` leaves no process behind.
 #
 #   bash tests/cluster_script_test.sh BUILD_DIR      # CTest passes its build folder
 set -euo pipefail
@@ -163,6 +163,23 @@ if (( ROUTER_BUILT )); then
   # A new account, opened through the router, lands on its owner.
   expect_output "OPEN through the router" "OK" redis-cli -p "$router" OPEN 424242 EUR
   expect_output "BALANCE through the router" "0"$'\n'"0"$'\n'"EUR" redis-cli -p "$router" BALANCE 424242
+
+  step "deploy/txops.sh through router-0 (found from CLUSTER_DIR)"
+  TXOPS=(bash "$ROOT/deploy/txops.sh")
+  "${TXOPS[@]}" show router-dep-1 >"$WORK/show.out" || { cat "$WORK/show.out"; fail "txops show failed"; }
+  if ! grep -Eq '^kind +local$' "$WORK/show.out" || ! grep -Eq '^shard +shard-1$' "$WORK/show.out"; then
+    cat "$WORK/show.out"; fail "txops show: not the local deposit on shard-1"
+  fi
+  status=0; "${TXOPS[@]}" show never-seen >/dev/null 2>&1 || status=$?
+  (( status == 3 )) || fail "txops show of an unknown txid: exit $status, expected 3"
+  status=0; "${TXOPS[@]}" resolve some-tx sideways >/dev/null 2>&1 || status=$?
+  (( status == 2 )) || fail "txops resolve with a bad direction: exit $status, expected 2"
+  if [[ "$(redis-cli -p "$router" TX.INDOUBT 2>&1)" != *UNKNOWN_COMMAND* ]]; then
+    out="$("${TXOPS[@]}" indoubt 0 --details 2>"$WORK/indoubt.err")" || { cat "$WORK/indoubt.err"; fail "txops indoubt failed"; }
+    if [[ -n "$out" ]] || ! grep -q '^txops: 0 transaction(s) in doubt' "$WORK/indoubt.err"; then
+      fail "txops indoubt on a quiet cluster: [$out] [$(cat "$WORK/indoubt.err")]"
+    fi
+  fi
 else
   step "wallet-router is not built: the router part is skipped"
 fi

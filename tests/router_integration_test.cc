@@ -150,6 +150,12 @@ TEST_F(RouterClusterTest, EveryCallThroughEitherRouterReachesAccountsOnEveryShar
   for (const std::string shard : {"shard-0", "shard-1"}) {
     EXPECT_TRUE(absl::StrContains(CallOnce(ShardPort(shard), {"AUDIT"}), "conserved, :1"));
   }
+  // An operator's resolution of a finished transaction: its outcome, or a refusal
+  // when asked for the other direction (never "+OK" for a cancel that did not happen).
+  EXPECT_EQ(a.Call({"TX.RESOLVE", "cross-1", "confirm"}), "+OK");
+  EXPECT_EQ(Word(a.Call({"TX.RESOLVE", "cross-2", "cancel"})), "DECISION_FIXED");
+  EXPECT_EQ(Word(a.Call({"TX.RESOLVE", "never-was", "cancel"})), "NO_ROW");
+  EXPECT_EQ(Word(a.Call({"TX.RESOLVE", "cross-1", "undo"})), "MALFORMED");
 
   const std::string info = Info(routers[1]->port());
   EXPECT_EQ(InfoField(info, "map_version"), "0") << info;

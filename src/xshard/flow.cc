@@ -191,6 +191,13 @@ void Flow::ResumeFromRow() {
 void Flow::Resume(const RowView& row, ResumeIntent intent) {
   ++env_.stats.resumed;
   if (row.finished()) {
+    const bool committed = row.phase == "committed";
+    if ((intent == ResumeIntent::kCancel && committed) || (intent == ResumeIntent::kConfirm && !committed)) {
+      // An operator asking for the other direction must not read "+OK" as done.
+      RefuseIntent(ResultCode::kDecisionFixed, StrCat("transaction ", spec_.txid, " has already ",
+                                                      committed ? "committed" : "aborted", "; nothing changed"));
+      return;
+    }
     Answer(row.FinalOutcome(spec_.txid));
     Abandon("");
     return;
