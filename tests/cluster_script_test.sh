@@ -11,54 +11,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="$(cd "${1:?usage: cluster_script_test.sh BUILD_DIR}" && pwd)"
-# shellcheck source=deploy/lib.sh
-source "$ROOT/deploy/lib.sh"
-CLUSTER=(bash "$ROOT/deploy/cluster.sh")
 WORK="$(mktemp -d -t wallet-cluster-test.XXXXXX)"
-# Only what the test sets reaches the script (CLUSTER_DIR and the settings).
-unset WALLET_CLUSTER_DIR CLUSTER_NAME SHARDS ROUTERS BASE_PORT FSYNC PASSWORD_FILE ZK KEEP_ON_FAILURE
-export CLUSTER_DIR="$WORK/cluster" BUILD_DIR PARTITIONS=16 UP_TIMEOUT_S=60 STOP_GRACE_S=5
+# shellcheck source=tests/script_cluster_lib.sh
+source "$ROOT/tests/script_cluster_lib.sh"
 
 for binary in src/shard/wallet-shard src/cluster/wallet-cluster; do
-  [[ -x "$BUILD_DIR/$binary" ]] || { echo "FAIL: $BUILD_DIR/$binary is not built"; exit 1; }
+  [[ -x "$BUILD_DIR/$binary" ]] || fail "$BUILD_DIR/$binary is not built"
 done
 ROUTER_BUILT=0
 [[ ! -x "$BUILD_DIR/src/router/wallet-router" ]] || ROUTER_BUILT=1
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-step() { echo "--- $*"; }
-
-# The pids of processes whose command line names the cluster folder: after `down`,
-# none may be left.
-survivors() {
-  local dir
-  for dir in /proc/[0-9]*; do
-    pid_has_arg "${dir#/proc/}" "$CLUSTER_DIR/" && echo "${dir#/proc/}"
-  done
-  return 0
-}
-
-cleanup() {
-  local status=$? left
-  if [[ -f "$CLUSTER_DIR/cluster.env" ]]; then
-    if (( status != 0 )); then
-      echo "--- status and logs at the failure:"
-      "${CLUSTER[@]}" status || true
-      LOG_LINES=15 "${CLUSTER[@]}" logs || true
-    fi
-    "${CLUSTER[@]}" down >/dev/null 2>&1 || echo "cleanup: down failed"
-  fi
-  left="$(survivors)"
-  if [[ -n "$left" ]]; then
-    echo "FAIL: processes left after down: $left"
-    for pid in $left; do kill -KILL "$pid" 2>/dev/null || true; done  # pids read just now, ours
-    status=1
-  fi
-  rm -rf "$WORK"
-  (( status == 0 )) && echo "PASS" || echo "FAILED (exit $status)"
-  exit "$status"
-}
-trap cleanup EXIT
 
 # expect_output DESCRIPTION EXPECTED COMMAND...: COMMAND's stdout, CRs removed, is EXPECTED.
 expect_output() {

@@ -518,5 +518,143 @@ TEST_F(RouterClusterTest, ClientsAuthenticateToTheRouterAndTheRouterToTheShards)
   EXPECT_TRUE(absl::StrContains(reply, "requires AUTH")) << reply;
 }
 
+// TRANSFER.BATCH through `port` on a new connection: each item's reply ("+OK",
+// "-CODE message"), or, when the reply is not an array, that reply alone.
+std::vector<std::string> TransferBatch(uint16_t port, const Args& head, const std::vector<Args>& items) {
+  Args args = head;
+  args.push_back(absl::StrCat(items.size()));
+  for (const Args& item : items) args.insert(args.end(), item.begin(), item.end());
+  std::vector<const char*> pointers;
+  std::vector<size_t> lengths;
+  for (const std::string& arg : args) {
+    pointers.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  struct timeval timeout = {20, 0};
+  redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
+  if (context == nullptr || context->err) {
+    if (context != nullptr) redisFree(context);
+    return {"!connect failed"};
+  }
+  redisSetTimeout(context, timeout);
+  auto* reply = static_cast<redisReply*>(
+      redisCommandArgv(context, static_cast<int>(args.size()), pointers.data(), lengths.data()));
+  std::vector<std::string> out;
+  auto text = [](const redisReply* one) {
+    switch (one->type) {
+      case REDIS_REPLY_STATUS:
+        return absl::StrCat("+", std::string(one->str, one->len));
+      case REDIS_REPLY_ERROR:
+        return absl::StrCat("-", std::string(one->str, one->len));
+      default:
+        return absl::StrCat("?type ", one->type);
+    }
+  };
+  if (reply == nullptr) {
+    out.push_back(absl::StrCat("!lost: ", context->errstr));
+  } else if (reply->type == REDIS_REPLY_ARRAY) {
+    for (size_t i = 0; i < reply->elements; ++i) out.push_back(text(reply->element[i]));
+  } else {
+    out.push_back(text(reply));
+  }
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(context);
+  return out;
+}
+
+// A batch through the router: same-shard items on two shards (one TRANSFER.BATCH
+// each), cross-shard items through the executors (TC/C by default, saga with MODE),
+// bad items answered in place; the balances and each shard's AUDIT agree, and the
+// same batch sent again (through the other router) applies nothing twice.
+TEST_F(RouterClusterTest, TransferBatchMixesShardsCrossShardAndBadItemsAndAReplayAppliesNothingTwice) {
+  ASSERT_NO_FATAL_FAILURE(StartAllShards());
+  ServerProcess* routers[2] = {StartRouter("router-a"), StartRouter("router-b")};
+  ASSERT_TRUE(routers[0] != nullptr && routers[1] != nullptr);
+  const std::vector<uint64_t> on0 = AccountsOn("shard-0", 3), on1 = AccountsOn("shard-1", 2);
+  const std::string x0 = S(on0[0]), y0 = S(on0[1]), never0 = S(on0[2]);
+  const std::string x1 = S(on1[0]), y1 = S(on1[1]);
+  Client setup(routers[0]->port());
+  for (const std::string& account : {x0, y0, x1, y1}) {
+    ASSERT_EQ(setup.Call({"OPEN", account, "USD"}), "+OK");
+    ASSERT_EQ(setup.Call({"DEPOSIT", account, "1000", "seed-" + account}), "+OK");
+  }
+  const std::vector<std::pair<Args, std::string>> items = {
+      {{x0, y0, "100", "USD", "bt-0"}, "OK"},                  // shard-0
+      {{x1, y1, "200", "USD", "bt-1"}, "OK"},                  // shard-1
+      {{x0, x1, "50", "USD", "bt-2"}, "OK"},                   // cross-shard
+      {{y1, y0, "30", "USD", "bt-3"}, "OK"},                   // cross-shard, the other way
+      {{x0, y0, "abc", "USD", "bt-4"}, "MALFORMED"},           // never sent
+      {{x1, x1, "5", "USD", "bt-5"}, "SAME_ACCOUNT"},          // never sent
+      {{y0, x0, "5000", "USD", "bt-6"}, "INSUFFICIENT_FUNDS"}, // shard-0 refuses it
+      {{x0, y0, "100", "USD", "bt-0"}, "OK"},                  // bt-0 again: a replay
+      {{x0, y0, "999", "USD", "bt-0"}, "TXID_REUSED"},
+      {{never0, x0, "1", "USD", "bt-9"}, "UNKNOWN_ACCOUNT"},
+      {{y1, x1, "1", "EUR", "bt-10"}, "CURRENCY_MISMATCH"},
+  };
+  std::vector<Args> batch;
+  for (const auto& item : items) batch.push_back(item.first);
+  auto check = [&](const std::vector<std::string>& replies, const std::string& what) {
+    ASSERT_EQ(replies.size(), items.size()) << what << ": " << absl::StrJoin(replies, " | ");
+    for (size_t i = 0; i < items.size(); ++i) {
+      EXPECT_EQ(Word(replies[i]), items[i].second) << what << " item " << i << ": " << replies[i];
+    }
+  };
+  const std::vector<std::string> first = TransferBatch(routers[0]->port(), {"TRANSFER.BATCH"}, batch);
+  check(first, "first");
+  // An item's error is the single TRANSFER's, word for word.
+  EXPECT_EQ(first[4], setup.Call({"TRANSFER", x0, y0, "abc", "USD", "bt-4"}));
+
+  const std::map<std::string, std::string> expected = {
+      {x0, "[:850, :0, USD]"}, {y0, "[:1130, :0, USD]"}, {x1, "[:850, :0, USD]"}, {y1, "[:1170, :0, USD]"}};
+  auto balances_are = [&] {
+    for (const auto& [account, balance] : expected) {
+      if (setup.Call({"BALANCE", account}) != balance) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(Eventually(balances_are)) << setup.Call({"BALANCE", x1}) << " " << setup.Call({"BALANCE", y0});
+  EXPECT_TRUE(Eventually([&] { return setup.Call({"TX.INDOUBT"}) == "[]"; })) << setup.Call({"TX.INDOUBT"});
+  const std::string info = Info(routers[0]->port(), "stats");
+  EXPECT_EQ(InfoNumber(info, "calls_transfer.batch"), 1u) << info;
+  EXPECT_EQ(InfoNumber(info, "calls_transfer"), 1u) << info;  // the comparison above; items are not calls
+  EXPECT_TRUE(absl::StrContains(setup.Call({"TX", "bt-2"}), "kind, tcc")) << setup.Call({"TX", "bt-2"});
+
+  // The same batch again, through the other router: the same answers, nothing moves.
+  std::map<std::string, std::string> audits;
+  for (const std::string shard : {"shard-0", "shard-1"}) audits[shard] = CallOnce(ShardPort(shard), {"AUDIT"});
+  check(TransferBatch(routers[1]->port(), {"TRANSFER.BATCH"}, batch), "replay");
+  EXPECT_TRUE(balances_are());
+  for (const std::string shard : {"shard-0", "shard-1"}) {
+    const std::string audit = CallOnce(ShardPort(shard), {"AUDIT"});
+    EXPECT_EQ(audit, audits[shard]) << shard;
+    EXPECT_TRUE(absl::StrContains(audit, "held, 0,")) << audit;
+    EXPECT_TRUE(absl::StrContains(audit, "conserved, :1")) << audit;
+  }
+
+  // MODE saga applies to the cross-shard items; the same-shard ones are one shard command as ever.
+  const std::vector<std::string> saga = TransferBatch(
+      routers[1]->port(), {"TRANSFER.BATCH", "MODE", "saga"},
+      {{y0, x1, "10", "USD", "bs-0"}, {x1, y1, "10", "USD", "bs-1"}, {x0, y0, "x", "USD", "bs-2"}});
+  ASSERT_EQ(saga.size(), 3u) << absl::StrJoin(saga, " | ");
+  EXPECT_EQ(saga[0], "+OK");
+  EXPECT_EQ(saga[1], "+OK");
+  EXPECT_EQ(Word(saga[2]), "MALFORMED");
+  EXPECT_TRUE(absl::StrContains(setup.Call({"TX", "bs-0"}), "kind, saga")) << setup.Call({"TX", "bs-0"});
+  EXPECT_TRUE(Eventually([&] { return setup.Call({"BALANCE", x1}) == "[:850, :0, USD]"; }))
+      << setup.Call({"BALANCE", x1});
+  EXPECT_EQ(setup.Call({"BALANCE", y0}), "[:1120, :0, USD]");
+  EXPECT_EQ(setup.Call({"BALANCE", y1}), "[:1180, :0, USD]");
+
+  // A bad header refuses the whole call: one error, nothing done.
+  EXPECT_EQ(TransferBatch(routers[0]->port(), {"TRANSFER.BATCH"}, {}),
+            (std::vector<std::string>{"-WRONG_ARITY wrong number of arguments for 'TRANSFER.BATCH'; usage: "
+                                      "TRANSFER.BATCH [MODE tcc|saga] n from to amount currency txid [from to "
+                                      "amount currency txid ...]"}));
+  EXPECT_EQ(Word(TransferBatch(routers[0]->port(), {"TRANSFER.BATCH", "MODE", "2pc"}, {{x0, y0, "1", "USD", "h"}})
+                     .at(0)),
+            "MALFORMED");
+  EXPECT_EQ(setup.Call({"TX", "h"}), "(nil)");
+}
+
 }  // namespace
 }  // namespace wallet::test

@@ -1091,6 +1091,279 @@ TEST_F(ShardTest, ForeignPartitionsAreMovedAndNothingChanges) {
             absl::StrCat("count=", foreign_commands.size()));
 }
 
+// ---------------------------------------------------------------------------
+// TRANSFER.BATCH
+
+// A batch command: TRANSFER.BATCH n followed by each item's five arguments.
+Command TransferBatch(const std::vector<Command>& items) {
+  Command command = {"TRANSFER.BATCH", absl::StrCat(items.size())};
+  for (const Command& item : items) command.insert(command.end(), item.begin(), item.end());
+  return command;
+}
+
+// Each item is exactly a TRANSFER: good ones apply in order (a later item spends
+// what an earlier one moved), a bad one is that item's error only, whatever is wrong
+// with it; the reply has one element per item and every error is an error element.
+// The whole batch is one group commit. Sent again, it changes nothing.
+TEST_F(ShardTest, TransferBatchAppliesEachItemAsATransferAndReplaysChangeNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartShard());
+  std::unique_ptr<Client> c = Connect();
+  ASSERT_NE(c, nullptr);
+  for (const char* account : {"1", "2", "3"}) ASSERT_EQ(c->Run({"OPEN", account, "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"OPEN", "4", "EUR"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"DEPOSIT", "1", "1000", "seed"}).ToString(), "+OK");
+
+  const std::vector<std::pair<Command, std::string>> items = {
+      {{"1", "2", "300", "USD", "b-1"}, "OK"},
+      {{"1", "2", "x", "USD", "b-2"}, "MALFORMED"},
+      {{"1", "1", "5", "USD", "b-3"}, "SAME_ACCOUNT"},
+      {{"1", "4", "5", "USD", "b-4"}, "CURRENCY_MISMATCH"},
+      {{"2", "3", "1000000", "USD", "b-5"}, "INSUFFICIENT_FUNDS"},
+      {{"9", "1", "5", "USD", "b-6"}, "UNKNOWN_ACCOUNT"},
+      {{"1", "2", "300", "USD", "b-1"}, "OK"},  // the same txid again: a replay, not a second move
+      {{"1", "2", "301", "USD", "b-1"}, "TXID_REUSED"},
+      {{"abc", "2", "5", "USD", "b-7"}, "MALFORMED"},
+      {{"2", "3", "5", "USD", std::string(65, 't')}, "MALFORMED"},
+      {{"2", "3", "5", "usd", "b-8"}, "MALFORMED"},
+      {{"2", "3", "250", "USD", "b-9"}, "OK"},  // spends what b-1 moved to 2
+      {{"1", "3", "-1\r\n+OK", "USD", "b-10"}, "MALFORMED"},  // CR/LF cannot break the framing
+  };
+  std::vector<Command> batch_items;
+  for (const auto& item : items) batch_items.push_back(item.first);
+  const std::string info_before = c->Run({"INFO", "all"}).text;
+
+  Reply reply = c->Run(TransferBatch(batch_items));
+  ASSERT_EQ(reply.type, Reply::Type::kArray) << reply.ToString();
+  ASSERT_EQ(reply.elements.size(), items.size()) << reply.ToString();
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Reply& element = reply.elements[i];
+    if (items[i].second == "OK") {
+      EXPECT_EQ(element.ToString(), "+OK") << "item " << i;
+    } else {
+      EXPECT_EQ(element.type, Reply::Type::kError) << "item " << i;
+      EXPECT_EQ(element.ErrorCode(), items[i].second) << "item " << i << ": " << element.ToString();
+    }
+  }
+  // One command in one loop turn: one group commit covers every item.
+  const std::map<std::string, std::string> before = InfoFields(info_before);
+  const std::map<std::string, std::string> after = InfoFields(c->Run({"INFO", "all"}).text);
+  EXPECT_EQ(std::stoll(after.at("log_commits")) - std::stoll(before.at("log_commits")), 1);
+  EXPECT_EQ(std::stoll(after.at("total_commands_processed")) - std::stoll(before.at("total_commands_processed")),
+            2)
+      << "the batch and one INFO";
+  EXPECT_EQ(after.at("errorstat_MALFORMED"), "count=5");  // each item's error counts
+  // The errors are the single TRANSFER's, word for word.
+  EXPECT_EQ(reply.elements[1].ToString(),
+            c->Run({"TRANSFER", "1", "2", "x", "USD", "b-2"}).ToString());
+  EXPECT_EQ(reply.elements[9].ToString(),
+            c->Run({"TRANSFER", "2", "3", "5", "USD", std::string(65, 't')}).ToString());
+  EXPECT_EQ(c->Run({"BALANCE", "1"}).ToString(), Balance(700, 0, "USD"));
+  EXPECT_EQ(c->Run({"BALANCE", "2"}).ToString(), Balance(50, 0, "USD"));
+  EXPECT_EQ(c->Run({"BALANCE", "3"}).ToString(), Balance(250, 0, "USD"));
+  EXPECT_EQ(c->Run({"BALANCE", "4"}).ToString(), Balance(0, 0, "EUR"));
+  for (const char* refused : {"b-2", "b-3", "b-4", "b-5", "b-6", "b-7", "b-8", "b-10"}) {
+    EXPECT_EQ(c->Run({"TX", refused}).ToString(), "(nil)") << refused;
+  }
+  EXPECT_EQ(c->Run({"TX", "b-9"}).Fields()["amount"], "250");
+
+
+  // The same batch again: the applied items replay (+OK), the refused ones are
+  // refused again, and nothing changes.
+  const std::string audit = c->Run({"AUDIT"}).ToString();
+  const std::string events = InfoFields(c->Run({"INFO", "stats"}).text)["events_applied"];
+  Reply again = c->Run(TransferBatch(batch_items));
+  ASSERT_EQ(again.type, Reply::Type::kArray) << again.ToString();
+  ASSERT_EQ(again.elements.size(), items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    EXPECT_EQ(again.elements[i].ErrorCode(), reply.elements[i].ErrorCode()) << "item " << i;
+    EXPECT_EQ(again.elements[i].type, reply.elements[i].type) << "item " << i;
+  }
+  EXPECT_EQ(c->Run({"AUDIT"}).ToString(), audit);
+  EXPECT_EQ(InfoFields(c->Run({"INFO", "stats"}).text)["events_applied"], events);
+  EXPECT_EQ(c->Run({"BALANCE", "2"}).ToString(), Balance(50, 0, "USD"));
+  std::map<std::string, std::string> totals = c->Run({"AUDIT"}).Fields();
+  EXPECT_EQ(totals["available"], "1000");
+  EXPECT_EQ(totals["conserved"], "1");
+}
+
+// Items for accounts this shard does not own are MOVED, each on its own; the owned
+// items of the same batch apply.
+TEST_F(ShardTest, TransferBatchMovesOnlyTheItemsOfForeignPartitions) {
+  constexpr uint32_t kPartitionCount = 1024;
+  ASSERT_NO_FATAL_FAILURE(StartShard({"--partitions=0-511", "--partition_count=1024"}));
+  std::unique_ptr<Client> c = Connect();
+  ASSERT_NE(c, nullptr);
+  std::vector<std::string> owned, foreign;
+  for (uint64_t account = 1; owned.size() < 2 || foreign.size() < 1; ++account) {
+    (PartitionOf(account, kPartitionCount) < 512 ? owned : foreign).push_back(absl::StrCat(account));
+  }
+  const std::string a = owned[0], b = owned[1], f = foreign[0];
+  const std::string f_partition = absl::StrCat(PartitionOf(std::stoull(f), kPartitionCount));
+  ASSERT_EQ(c->Run({"OPEN", a, "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"OPEN", b, "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"DEPOSIT", a, "100", "seed"}).ToString(), "+OK");
+
+  Reply reply = c->Run(TransferBatch({{a, f, "10", "USD", "m-1"},
+                                      {a, b, "10", "USD", "m-2"},
+                                      {f, a, "10", "USD", "m-3"},
+                                      {b, a, "5", "USD", "m-4"}}));
+  ASSERT_EQ(reply.type, Reply::Type::kArray) << reply.ToString();
+  ASSERT_EQ(reply.elements.size(), 4u);
+  for (size_t i : {0, 2}) {
+    std::vector<std::string> words = Words(reply.elements[i].text);
+    ASSERT_EQ(reply.elements[i].ErrorCode(), "MOVED") << reply.ToString();
+    ASSERT_GE(words.size(), 3u);
+    EXPECT_EQ(words[1], f_partition);
+    EXPECT_EQ(words[2], "unknown");
+  }
+  EXPECT_EQ(reply.elements[1].ToString(), "+OK");
+  EXPECT_EQ(reply.elements[3].ToString(), "+OK");
+  EXPECT_EQ(c->Run({"BALANCE", a}).ToString(), Balance(95, 0, "USD"));
+  EXPECT_EQ(c->Run({"BALANCE", b}).ToString(), Balance(5, 0, "USD"));
+  EXPECT_EQ(c->Run({"TX", "m-1"}).ToString(), "(nil)");
+  EXPECT_EQ(c->Run({"TX", "m-3"}).ToString(), "(nil)");
+  EXPECT_EQ(InfoFields(c->Run({"INFO", "errorstats"}).text)["errorstat_MOVED"], "count=2");
+}
+
+// The whole command is refused, nothing applied, when n or the argument count is
+// wrong; 10 000 transfers (50 002 arguments) is the largest batch and fits the
+// default limits.
+TEST_F(ShardTest, TransferBatchLimitsRefuseTheWholeCommand) {
+  ASSERT_NO_FATAL_FAILURE(StartShard());
+  std::unique_ptr<Client> c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->Run({"OPEN", "1", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"OPEN", "2", "USD"}).ToString(), "+OK");
+  ASSERT_EQ(c->Run({"DEPOSIT", "1", "100000", "seed"}).ToString(), "+OK");
+  const std::string audit = c->Run({"AUDIT"}).ToString();
+  const Command good = {"1", "2", "1", "USD"};
+  auto item = [&](const std::string& txid) {
+    Command args = good;
+    args.push_back(txid);
+    return args;
+  };
+  const std::string n_range = "-MALFORMED n must be an integer from 1 to 10000";
+  struct Case {
+    Command command;
+    std::string reply;
+  };
+  Command ten_thousand_and_one = TransferBatch({item("l-1")});
+  ten_thousand_and_one[1] = "10001";
+  Command zero = TransferBatch({item("l-1")});
+  zero[1] = "0";
+  Command word = TransferBatch({item("l-1")});
+  word[1] = "one";
+  Command two_with_one = TransferBatch({item("l-1")});
+  two_with_one[1] = "2";
+  Command one_and_a_bit = TransferBatch({item("l-1")});
+  one_and_a_bit.push_back("extra");
+  const std::vector<Case> cases = {
+      {ten_thousand_and_one, n_range},
+      {zero, n_range},
+      {word, n_range},
+      {two_with_one,
+       "-WRONG_ARITY TRANSFER.BATCH 2 takes exactly 2 groups of from to amount currency txid (10 arguments after "
+       "n), got 5"},
+      {one_and_a_bit,
+       "-WRONG_ARITY TRANSFER.BATCH 1 takes exactly 1 groups of from to amount currency txid (5 arguments after "
+       "n), got 6"},
+      {{"TRANSFER.BATCH", "1", "1", "2", "1", "USD"},
+       "-WRONG_ARITY wrong number of arguments for 'TRANSFER.BATCH'; usage: TRANSFER.BATCH n from to amount "
+       "currency txid [from to amount currency txid ...]"},
+  };
+  for (const Case& test : cases) {
+    EXPECT_EQ(c->Run(test.command).ToString(), test.reply) << test.command[1] << " / " << test.command.size();
+  }
+  EXPECT_EQ(c->Run({"AUDIT"}).ToString(), audit);
+  EXPECT_EQ(c->Run({"TX", "l-1"}).ToString(), "(nil)");
+
+  std::vector<Command> largest;
+  for (int i = 0; i < 10'000; ++i) largest.push_back(item(absl::StrCat("big-", i)));
+  Reply reply = c->Run(TransferBatch(largest));
+  ASSERT_EQ(reply.type, Reply::Type::kArray) << reply.ToString().substr(0, 200);
+  ASSERT_EQ(reply.elements.size(), 10'000u);
+  size_t ok = 0;
+  for (const Reply& element : reply.elements) ok += element.ToString() == "+OK" ? 1 : 0;
+  EXPECT_EQ(ok, 10'000u);
+  EXPECT_EQ(c->Run({"BALANCE", "2"}).ToString(), Balance(10'000, 0, "USD"));
+
+  // COMMAND describes it.
+  Reply info = c->Run({"COMMAND", "INFO", "transfer.batch"});
+  ASSERT_EQ(info.type, Reply::Type::kArray) << info.ToString();
+  ASSERT_EQ(info.elements.size(), 1u);
+  EXPECT_EQ(info.elements[0].ToString(), "[\"transfer.batch\", :-7, [+write], :0, :0, :0]");
+}
+
+// Engine-independent: a batch has exactly the effect of its items sent one by one as
+// TRANSFERs, checked on two shards through the wire only — the same reply per item,
+// the same balances, the same AUDIT. The items are random (fixed seed): good ones,
+// malformed fields, unknown and same accounts, currency mismatches, overdrafts and
+// txids used twice, with the same or other arguments.
+TEST_F(ShardTest, TransferBatchHasTheEffectOfItsItemsAsSingleTransfers) {
+  ASSERT_NO_FATAL_FAILURE(StartShard());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> started = ServerProcess::Start(
+      *dir_, "shard-singles", WalletShardBinary(), {"--data_dir=" + dir_->File("singles")});
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> singles_shard = std::move(*started);
+  std::string error;
+  std::unique_ptr<Client> batched = Connect();
+  std::unique_ptr<Client> singles = Client::Connect(singles_shard->port(), &error);
+  ASSERT_TRUE(batched != nullptr && singles != nullptr) << error;
+
+  constexpr int kAccounts = 8;
+  for (Client* c : {batched.get(), singles.get()}) {
+    for (int account = 1; account <= kAccounts; ++account) {
+      ASSERT_EQ(c->Run({"OPEN", absl::StrCat(account), account <= 6 ? "USD" : "EUR"}).ToString(), "+OK");
+      ASSERT_EQ(c->Run({"DEPOSIT", absl::StrCat(account), "500", absl::StrCat("seed-", account)}).ToString(),
+                "+OK");
+    }
+  }
+  std::mt19937 random(20240611);
+  auto pick = [&](int n) { return static_cast<int>(random() % static_cast<uint32_t>(n)); };
+  std::vector<Command> items;
+  for (int i = 0; i < 400; ++i) {
+    Command item = {absl::StrCat(1 + pick(kAccounts + 1)), absl::StrCat(1 + pick(kAccounts + 1)),
+                    absl::StrCat(1 + pick(300)), pick(5) == 0 ? "EUR" : "USD", absl::StrCat("r-", pick(300))};
+    switch (pick(12)) {
+      case 0: item[0] = "-3"; break;
+      case 1: item[2] = "0"; break;
+      case 2: item[3] = "US"; break;
+      case 3: item[4] = ""; break;
+      case 4: item[1] = item[0]; break;
+      default: break;
+    }
+    items.push_back(item);
+  }
+  Reply reply = batched->Run(TransferBatch(items));
+  ASSERT_EQ(reply.type, Reply::Type::kArray) << reply.ToString().substr(0, 200);
+  ASSERT_EQ(reply.elements.size(), items.size());
+  std::map<std::string, int> codes;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Command single = {"TRANSFER"};
+    single.insert(single.end(), items[i].begin(), items[i].end());
+    const Reply expected = singles->Run(single);
+    EXPECT_EQ(reply.elements[i].ToString(), expected.ToString()) << "item " << i;
+    ++codes[expected.type == Reply::Type::kError ? expected.ErrorCode() : "OK"];
+  }
+  // The mix really covers the rules.
+  for (const char* code : {"OK", "MALFORMED", "SAME_ACCOUNT", "UNKNOWN_ACCOUNT", "CURRENCY_MISMATCH",
+                           "INSUFFICIENT_FUNDS", "TXID_REUSED"}) {
+    EXPECT_GT(codes[code], 0) << code;
+  }
+  for (int account = 1; account <= kAccounts; ++account) {
+    EXPECT_EQ(batched->Run({"BALANCE", absl::StrCat(account)}).ToString(),
+              singles->Run({"BALANCE", absl::StrCat(account)}).ToString())
+        << "account " << account;
+  }
+  EXPECT_EQ(batched->Run({"AUDIT"}).ToString(), singles->Run({"AUDIT"}).ToString());
+  EXPECT_EQ(batched->Run({"AUDIT"}).Fields()["conserved"], "1");
+  EXPECT_EQ(InfoFields(batched->Run({"INFO", "stats"}).text)["events_applied"],
+            InfoFields(singles->Run({"INFO", "stats"}).text)["events_applied"]);
+  singles.reset();
+  ExitStatus status = singles_shard->Stop();
+  EXPECT_TRUE(status.success()) << status.ToString();
+}
+
 // A broken or oversized request gets one error reply naming the problem and then the
 // server closes that connection; commands before it in the same packet run, commands
 // after it do not; other connections, the process and the state are not affected.

@@ -90,7 +90,9 @@ class RequestParser {
   ResultCode error_code_ = ResultCode::kOk;
 };
 
-// Appends RESP2 replies to a string (a connection's output buffer).
+// Appends RESP2 replies to a string (a connection's output buffer). An array's
+// elements are whatever replies follow its header, errors included (RESP2 allows
+// error elements: TRANSFER.BATCH answers one +OK or -CODE per transfer).
 class ReplyWriter {
  public:
   explicit ReplyWriter(std::string* out) : out_(out) {}

@@ -107,6 +107,19 @@ TEST(RespWriterTest, NullArray) {
   EXPECT_EQ(Written([](ReplyWriter& w) { w.NullArray(); }), "*-1\r\n");
 }
 
+// RESP2 arrays may hold error elements (TRANSFER.BATCH: one +OK or -CODE per item);
+// an error message cannot break the array's framing.
+TEST(RespWriterTest, ArrayOfStatusAndErrorElements) {
+  EXPECT_EQ(Written([](ReplyWriter& w) {
+              w.ArrayHeader(3);
+              w.Ok();
+              w.Error("MALFORMED", "amount must be positive, got '1\r\n+OK'");
+              w.Error("MOVED", "17 shard-1 partition 17 is not owned by this shard");
+            }),
+            "*3\r\n+OK\r\n-MALFORMED amount must be positive, got '1  +OK'\r\n"
+            "-MOVED 17 shard-1 partition 17 is not owned by this shard\r\n");
+}
+
 TEST(RespWriterTest, AppendsToExistingOutput) {
   std::string out = "+EARLIER\r\n";
   ReplyWriter writer(&out);

@@ -63,8 +63,9 @@ ABSL_FLAG(uint64_t, max_queued_replies_per_client, 16'384,
           "Replies owed to one client connection (answered or not, kept in command order); at it "
           "the router stops reading that connection until the client reads its replies.");
 ABSL_FLAG(uint64_t, max_clients, 10'000, "Simultaneous client connections; past it: -BUSY and closed.");
-ABSL_FLAG(uint64_t, max_query_bytes, 1u << 20,
-          "Bytes of one unfinished request buffered per connection; past it: -LIMIT and closed.");
+ABSL_FLAG(uint64_t, max_query_bytes, 4u << 20,
+          "Bytes of one unfinished request buffered per connection; past it: -LIMIT and closed "
+          "(the default fits a TRANSFER.BATCH of 10000 transfers).");
 ABSL_FLAG(uint64_t, max_output_bytes, 64u << 20,
           "Unsent reply bytes per connection before the router stops reading from it.");
 ABSL_FLAG(int64_t, command_timeout_ms, 5'000,

@@ -57,9 +57,13 @@ struct RespServerOptions {
   std::string bind_address = "127.0.0.1";
   uint16_t port = 7100;                 // 0: any free port (see port())
   std::string password;                 // empty: no AUTH required
-  resp::Limits limits = {.max_args = 1024, .max_arg_bytes = 64 * 1024, .max_inline_bytes = 64 * 1024};
+  // max_args: room for the largest TRANSFER.BATCH (router.h, kMaxTransferBatchArgs).
+  resp::Limits limits = {
+      .max_args = kMaxTransferBatchArgs, .max_arg_bytes = 64 * 1024, .max_inline_bytes = 64 * 1024};
   size_t max_clients = 10'000;
-  size_t max_query_bytes = 1u << 20;    // bytes of one unfinished request
+  // Bytes of one unfinished request: room for a TRANSFER.BATCH of 10 000 transfers
+  // with the longest accounts, amounts and txids (about 1.6 MB).
+  size_t max_query_bytes = 4u << 20;
   size_t max_output_bytes = 64u << 20;  // unsent reply bytes before reading pauses
   size_t max_pending_per_client = 1'024;          // calls awaiting the router; at it: reading pauses
   size_t max_queued_replies_per_client = 16'384;  // reply slots; at it reading pauses

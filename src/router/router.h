@@ -27,6 +27,13 @@
 //   TX.INDOUBT [min_age_ms] [COUNT n]         -> unfinished cross-shard txids (all shards)
 //   TX.RESOLVE txid confirm|cancel            -> an operator drives a row to its end, in
 //                                                the safe direction only
+//   TRANSFER.BATCH [MODE tcc|saga] n from to amount currency txid [...]
+//                                             -> an array of n replies, one per transfer
+//                                                in the request's order (each what a
+//                                                TRANSFER of that item would answer); the
+//                                                same-shard items go to each shard as one
+//                                                TRANSFER.BATCH, the others through the
+//                                                executors. n <= kMaxTransferBatchItems
 //   PING [message]                            -> +PONG
 //   INFO [section]                            -> router counters
 // (AUTH is handled by the front end before a call reaches the core.)
@@ -70,10 +77,16 @@ using RouterCallback = std::function<void(shardlink::ShardReply reply)>;
 // The public API's commands, as counters and metric labels index them. kOther
 // counts calls whose name is not in the API (answered UNKNOWN_COMMAND).
 enum class RouterCommand : uint8_t {
-  kOpen, kDeposit, kWithdraw, kTransfer, kBalance, kTx, kPing, kInfo, kTxInDoubt, kTxResolve, kOther, kCount_
+  kOpen, kDeposit, kWithdraw, kTransfer, kBalance, kTx, kPing, kInfo, kTxInDoubt, kTxResolve, kTransferBatch,
+  kOther, kCount_
 };
 // "OPEN", "DEPOSIT", ..., "OTHER": for INFO fields and metric labels.
 std::string_view RouterCommandName(RouterCommand command);
+
+// TRANSFER.BATCH: at most this many transfers in one call (as the shard's command),
+// and the arguments of the largest call (name, MODE tcc|saga, n, 5 per transfer).
+inline constexpr size_t kMaxTransferBatchItems = 10'000;
+inline constexpr size_t kMaxTransferBatchArgs = 4 + 5 * kMaxTransferBatchItems;
 
 // Upper bounds (inclusive, microseconds) of the latency histogram's buckets; one
 // more bucket, +Inf, counts the calls slower than the last bound. The latency of a

@@ -47,7 +47,11 @@ constexpr CommandSpec kCommands[] = {
     {"INFO", RouterCommand::kInfo, -1, Effect::kRead, "[section]"},
     {"TX.INDOUBT", RouterCommand::kTxInDoubt, -1, Effect::kRead, "[min_age_ms] [COUNT n]"},
     {"TX.RESOLVE", RouterCommand::kTxResolve, 3, Effect::kMutation, "txid confirm|cancel"},
+    {"TRANSFER.BATCH", RouterCommand::kTransferBatch, -7, Effect::kMutation,
+     "[MODE tcc|saga] n from to amount currency txid [from to amount currency txid ...]"},
 };
+
+constexpr size_t kBatchStride = 5;  // TRANSFER.BATCH: from to amount currency txid per transfer
 
 constexpr size_t kMaxInDoubtList = 10'000;  // TX.INDOUBT's COUNT bound (per shard, as ROW.INDOUBT)
 
@@ -116,6 +120,21 @@ bool CheckTransferMode(const std::vector<std::string>& args, ArgumentError* erro
   return true;
 }
 
+// One TRANSFER.BATCH item (fields[0..4]: from to amount currency txid), checked as a
+// TRANSFER without MODE is: the same rules, order and messages.
+ArgumentError CheckTransferItem(const std::string* fields, AccountId accounts[2]) {
+  ArgumentError error;
+  if (!CheckAccount(fields[0], &accounts[0], &error) || !CheckAccount(fields[1], &accounts[1], &error) ||
+      !CheckAmount(fields[2], &error) || !CheckCurrency(fields[3], &error) || !CheckTxid(fields[4], &error)) {
+    return error;
+  }
+  if (accounts[0] == accounts[1]) return ArgumentError{ResultCode::kSameAccount, "a transfer needs two different accounts"};
+  return error;
+}
+
+// TRANSFER.BATCH's index of item 0's `from`: after the name, the optional MODE pair and n.
+size_t BatchFirstItem(const std::vector<std::string>& args) { return EqualsIgnoreCase(args[1], "MODE") ? 4 : 2; }
+
 // Checks a call's arguments after its arity, in the order the shard checks them
 // (the handler's parsers in argument order, then the engine's txid and same-account
 // rules). Fills accounts[] with the accounts the call routes by.
@@ -177,6 +196,27 @@ ArgumentError CheckArguments(RouterCommand command, const std::vector<std::strin
       }
       return error;
     }
+    case RouterCommand::kTransferBatch: {
+      // [MODE tcc|saga] n, then exactly n groups of five; the items themselves are
+      // checked one by one (StartBatch): a bad item is that item's error only.
+      if (EqualsIgnoreCase(args[1], "MODE") && !EqualsIgnoreCase(args[2], "tcc") &&
+          !EqualsIgnoreCase(args[2], "saga")) {
+        return Malformed(StrCat("mode must be tcc or saga, got '", std::string_view(args[2]).substr(0, 32), "'"));
+      }
+      const size_t at = BatchFirstItem(args) - 1;
+      int64_t count;
+      if (!ParseInt64(args[at], &count) || count < 1 || count > static_cast<int64_t>(kMaxTransferBatchItems)) {
+        return Malformed(StrCat("n must be an integer from 1 to ", kMaxTransferBatchItems));
+      }
+      const size_t items = static_cast<size_t>(count);
+      if (args.size() - at - 1 != items * kBatchStride) {
+        return ArgumentError{ResultCode::kWrongArity,
+                             StrCat("TRANSFER.BATCH ", items, " takes exactly ", items,
+                                    " groups of from to amount currency txid (", items * kBatchStride,
+                                    " arguments after n), got ", args.size() - at - 1)};
+      }
+      return error;
+    }
     case RouterCommand::kTxResolve:
       if (!CheckTxid(args[1], &error)) return error;
       if (!EqualsIgnoreCase(args[2], "confirm") && !EqualsIgnoreCase(args[2], "cancel")) {
@@ -209,8 +249,9 @@ bool SameMap(const cluster::VersionedPartitionMap* a, int64_t created_zxid, int3
 }  // namespace
 
 std::string_view RouterCommandName(RouterCommand command) {
-  constexpr std::string_view kNames[] = {"OPEN", "DEPOSIT", "WITHDRAW",   "TRANSFER",   "BALANCE", "TX",
-                                         "PING", "INFO",    "TX.INDOUBT", "TX.RESOLVE", "OTHER"};
+  constexpr std::string_view kNames[] = {"OPEN",       "DEPOSIT",    "WITHDRAW",       "TRANSFER",
+                                         "BALANCE",    "TX",         "PING",           "INFO",
+                                         "TX.INDOUBT", "TX.RESOLVE", "TRANSFER.BATCH", "OTHER"};
   static_assert(std::size(kNames) == static_cast<size_t>(RouterCommand::kCount_));
   auto index = static_cast<size_t>(command);
   return index < std::size(kNames) ? kNames[index] : "OTHER";
@@ -250,6 +291,18 @@ struct RouterCore::Call {
   // not counted as a client call. target_shard: sent there, not routed.
   xshard::CallDone internal_done;
   std::string target_shard;
+  // A TRANSFER.BATCH item sent alone (RunBatchItem): answered through item_done, not
+  // counted as a client call (the batch is).
+  bool batch_item = false;
+  std::function<void(ShardReply)> item_done;
+};
+
+// A TRANSFER.BATCH call on its way: one result slot per item, filled in any order.
+struct RouterCore::Batch {
+  CallPtr call;
+  size_t first = 0;                // call->args index of item 0's `from`
+  std::vector<ShardReply> results;  // by item
+  size_t waiting = 0;              // items without a result, +1 while StartBatch runs
 };
 
 // A TX call asked of every pooled shard.
@@ -350,6 +403,9 @@ void RouterCore::Execute(std::vector<std::string> args, RouterCallback done, uin
     call->mode = options_.default_mode;
     if (call->args.size() == 8) xshard::ParseTransferMode(call->args[7], &call->mode);
     call->args.resize(6);  // MODE is the router's, not the shard's
+  } else if (command == RouterCommand::kTransferBatch) {
+    call->mode = options_.default_mode;
+    if (EqualsIgnoreCase(call->args[1], "MODE")) xshard::ParseTransferMode(call->args[2], &call->mode);
   }
   call->done = std::move(done);
   call->order_key = order_key;
@@ -364,6 +420,9 @@ void RouterCore::Execute(std::vector<std::string> args, RouterCallback done, uin
       break;
     case RouterCommand::kTxResolve:
       ResolveByHand(call);
+      break;
+    case RouterCommand::kTransferBatch:
+      StartBatch(call);
       break;
     default:
       Dispatch(call);
@@ -636,6 +695,160 @@ void RouterCore::StartCrossShard(const CallPtr& call) {
   });
 }
 
+void RouterCore::StartBatch(const CallPtr& call) {
+  if (map_ == nullptr) {
+    Finish(call, RouterError(ResultCode::kUnavailable, "no partition map loaded yet; nothing was done, retry later"));
+    return;
+  }
+  const std::shared_ptr<const cluster::VersionedPartitionMap> map = map_;
+  const uint32_t partition_count = map->map.partition_count();
+  auto batch = std::make_shared<Batch>();
+  batch->call = call;
+  batch->first = BatchFirstItem(call->args);
+  const size_t count = (call->args.size() - batch->first) / kBatchStride;
+  batch->results.resize(count);
+  batch->waiting = count + 1;  // +1: released below, after every send
+  // Same-shard items by owner, in the request's order; the others go one by one.
+  std::map<std::string, std::vector<size_t>, std::less<>> by_owner;
+  std::vector<size_t> cross_shard;
+  for (size_t i = 0; i < count; ++i) {
+    AccountId accounts[2];
+    const ArgumentError error = CheckTransferItem(&call->args[batch->first + i * kBatchStride], accounts);
+    if (error.failed()) {
+      BatchItemDone(batch, i, RouterError(error.code, error.message));
+      continue;
+    }
+    const std::string_view from_owner = map->map.OwnerOf(PartitionOf(accounts[0], partition_count));
+    const std::string_view to_owner = map->map.OwnerOf(PartitionOf(accounts[1], partition_count));
+    if (from_owner != to_owner) {
+      cross_shard.push_back(i);
+      continue;
+    }
+    auto it = by_owner.find(from_owner);
+    if (it == by_owner.end()) it = by_owner.emplace(std::string(from_owner), std::vector<size_t>()).first;
+    it->second.push_back(i);
+  }
+  // At most 1638 items: 2 + 5 x 1638 arguments is within the shard links' 8192.
+  const size_t chunk = std::clamp<size_t>(options_.max_batch_items_per_shard_command, 1, 1638);
+  for (const auto& [shard_id, items] : by_owner) {
+    for (size_t begin = 0; begin < items.size(); begin += chunk) {
+      const size_t end = std::min(items.size(), begin + chunk);
+      SendBatchChunk(batch, shard_id, std::vector<size_t>(items.begin() + begin, items.begin() + end));
+    }
+  }
+  for (size_t index : cross_shard) RunBatchItem(batch, index, nullptr);
+  BatchItemDone(batch, count, ShardReply());  // releases the +1
+}
+
+void RouterCore::SendBatchChunk(const BatchPtr& batch, const std::string& shard_id, std::vector<size_t> items) {
+  const std::vector<std::string>& args = batch->call->args;
+  const std::string count = StrCat(items.size());
+  std::vector<std::string_view> views;
+  views.reserve(2 + items.size() * kBatchStride);
+  views.push_back("TRANSFER.BATCH");
+  views.push_back(count);
+  for (size_t index : items) {
+    const size_t at = batch->first + index * kBatchStride;
+    views.insert(views.end(), args.begin() + at, args.begin() + at + kBatchStride);
+  }
+  // The pool formats the command before Send returns, so `items` can move into the callback.
+  std::vector<size_t> sent_items = items;
+  absl::Status sent = pool_.Send(
+      shard_id, views,
+      [this, batch, shard_id, sent_items = std::move(sent_items)](absl::StatusOr<ShardReply> reply) {
+        OnBatchChunkReply(batch, shard_id, sent_items, std::move(reply));
+      },
+      batch->call->order_key);
+  if (sent.ok()) return;
+  if (absl::IsNotFound(sent)) {
+    sent = absl::UnavailableError(
+        StrCat("shard ", shard_id, " is not live and no address is known; the command was not sent"));
+  }
+  for (size_t index : items) BatchItemDone(batch, index, LinkFailureReply(*batch->call, shard_id, sent));
+}
+
+void RouterCore::OnBatchChunkReply(const BatchPtr& batch, const std::string& shard_id,
+                                   const std::vector<size_t>& items, absl::StatusOr<ShardReply> reply) {
+  if (!reply.ok()) {
+    // As each item's TRANSFER would be answered: not sent, or outcome unknown.
+    for (size_t index : items) BatchItemDone(batch, index, LinkFailureReply(*batch->call, shard_id, reply.status()));
+    return;
+  }
+  if (reply->is_error()) {
+    // Refused as a whole (LOG_UNAVAILABLE, BUSY, ...): nothing of it ran.
+    const std::optional<ResultCode> code = reply->error_code();
+    if (code == ResultCode::kUnknownCommand) {
+      // A shard from before TRANSFER.BATCH (a rolling upgrade): one TRANSFER per item.
+      for (size_t index : items) RunBatchItem(batch, index, nullptr);
+      return;
+    }
+    ShardReply answer = *reply;
+    if (code == ResultCode::kNotAuthenticated) {
+      answer = RouterError(ResultCode::kUnavailable,
+                           StrCat(shard_id, " requires AUTH and the router has no password for it (set "
+                                            "--shard_password_file); nothing was done"));
+    }
+    for (size_t index : items) BatchItemDone(batch, index, answer);
+    return;
+  }
+  if (reply->type != ShardReply::Type::kArray || reply->elements.size() != items.size()) {
+    // Not the shape the protocol promises: what ran is not known.
+    LogError("shard %s answered a TRANSFER.BATCH of %zu with %s", shard_id.c_str(), items.size(),
+             reply->ToString().substr(0, 200).c_str());
+    stats_.outcome_unknown += items.size();
+    const ShardReply answer = RouterError(
+        ResultCode::kUnavailable, StrCat(shard_id, ": unexpected reply to TRANSFER.BATCH; outcome unknown, retry "
+                                                   "with the same txid"));
+    for (size_t index : items) BatchItemDone(batch, index, answer);
+    return;
+  }
+  for (size_t k = 0; k < items.size(); ++k) {
+    ShardReply& element = reply->elements[k];
+    if (element.is_error() && element.error_word() == "MOVED" && options_.max_moved_retries > 0 && !destroying_) {
+      RunBatchItem(batch, items[k], &element);  // alone, with the MOVED retries of a TRANSFER
+    } else {
+      BatchItemDone(batch, items[k], std::move(element));
+    }
+  }
+}
+
+void RouterCore::RunBatchItem(const BatchPtr& batch, size_t index, const ShardReply* moved) {
+  const std::string* fields = &batch->call->args[batch->first + index * kBatchStride];
+  auto item = std::make_shared<Call>();
+  item->command = RouterCommand::kTransfer;
+  item->effect = Effect::kMutation;
+  item->args = {"TRANSFER", fields[0], fields[1], fields[2], fields[3], fields[4]};
+  ParseAccountId(fields[0], &item->accounts[0]);
+  ParseAccountId(fields[1], &item->accounts[1]);
+  item->account_count = 2;
+  item->mode = batch->call->mode;
+  item->order_key = batch->call->order_key;
+  item->start_us = MonotonicNowUs();
+  item->batch_item = true;
+  item->item_done = [this, batch, index](ShardReply reply) { BatchItemDone(batch, index, std::move(reply)); };
+  if (moved != nullptr) {
+    RetryAfterMoved(item, *moved);  // as OnShardReply does for a TRANSFER
+  } else {
+    Dispatch(item);  // routes it: the executor when its owners differ
+  }
+}
+
+void RouterCore::BatchItemDone(const BatchPtr& batch, size_t index, ShardReply reply) {
+  if (index < batch->results.size()) batch->results[index] = std::move(reply);
+  WALLET_CHECK(batch->waiting > 0, "a TRANSFER.BATCH item answered twice");
+  if (--batch->waiting > 0) return;
+  ShardReply answer;
+  answer.type = ShardReply::Type::kArray;
+  answer.elements = std::move(batch->results);
+  // Each item's error counts as an error reply (errorstats), as a TRANSFER's would.
+  for (const ShardReply& result : answer.elements) {
+    if (!result.is_error()) continue;
+    const std::optional<ResultCode> code = result.error_code();
+    ++stats_.errors_by_code[code.has_value() ? static_cast<size_t>(*code) : kErrorSlots - 1];
+  }
+  Finish(batch->call, std::move(answer));
+}
+
 void RouterCore::CallOwnerOf(AccountId account, std::vector<std::string> args, xshard::CallDone done) {
   auto call = std::make_shared<Call>();
   call->command = RouterCommand::kOther;
@@ -693,6 +906,13 @@ ShardReply RouterCore::LinkFailureReply(const Call& call, std::string_view shard
 }
 
 void RouterCore::Finish(const CallPtr& call, ShardReply reply) {
+  if (call->batch_item) {
+    WALLET_CHECK(!call->finished, "a TRANSFER.BATCH item answered twice");
+    call->finished = true;
+    std::function<void(ShardReply)> done = std::move(call->item_done);
+    done(std::move(reply));
+    return;
+  }
   if (call->internal_done) {
     FinishInternal(call, xshard::CallResult::Reply(std::move(reply)));
     return;

@@ -23,7 +23,16 @@
 //     -UNAVAILABLE; the message says whether the command was not sent ("nothing was
 //     done") or its outcome is unknown ("retry with the same txid");
 //   - overload: more than max_in_flight calls at once, or a shard link at its own
-//     bound, gives -BUSY at once; nothing queues without a bound.
+//     bound, gives -BUSY at once; nothing queues without a bound;
+//   - TRANSFER.BATCH: one call (one in-flight slot, one reply) carrying n transfers.
+//     Each item is checked as a TRANSFER (a bad one is answered in its place and never
+//     sent); the same-shard items are grouped by owner and each owner gets them as
+//     TRANSFER.BATCH commands (at most max_batch_items_per_shard_command items each,
+//     in the request's order, with the call's order key); each cross-shard item runs
+//     through the executor as a TRANSFER would. An item a shard answers -MOVED (or all
+//     the items of a shard that does not know TRANSFER.BATCH) goes again alone, down
+//     the single TRANSFER path and its MOVED retries; a link failure answers each item
+//     of that shard command as a TRANSFER's would be. The reply: n results in order.
 //
 // Every call ends: the shard links time out (command_timeout_ms) and fail what they
 // carry, the MOVED retries are bounded and each waits a bounded time.
@@ -75,6 +84,9 @@ struct RouterCoreOptions {
   xshard::ExecutorOptions executor;    // executor.owner is set from router_id
   ResolverOptions resolver;
   bool run_resolver = true;            // false: this router never resumes others' rows
+  // TRANSFER.BATCH: a shard's items go to it as TRANSFER.BATCH commands of at most this
+  // many transfers each (1..1638: the shard links' argument bound, 5 per transfer).
+  size_t max_batch_items_per_shard_command = 1'000;
 };
 
 class RouterCore : public Router, public xshard::ShardCaller {
@@ -122,7 +134,9 @@ class RouterCore : public Router, public xshard::ShardCaller {
  private:
   struct Call;
   struct TxFanout;
+  struct Batch;
   using CallPtr = std::shared_ptr<Call>;
+  using BatchPtr = std::shared_ptr<Batch>;
 
   // Sends a checked call to its owner (or refuses it): first try and every retry.
   void Dispatch(const CallPtr& call);
@@ -138,6 +152,19 @@ class RouterCore : public Router, public xshard::ShardCaller {
   void ResolveByHand(const CallPtr& call);
   // A TRANSFER whose accounts have different owners: the executor in its mode.
   void StartCrossShard(const CallPtr& call);
+  // TRANSFER.BATCH: checks the items, sends each owner its same-shard items, starts
+  // the cross-shard ones, and answers once every item has its result.
+  void StartBatch(const CallPtr& call);
+  // Sends one TRANSFER.BATCH of `items` (indexes into the batch) to `shard_id`.
+  void SendBatchChunk(const BatchPtr& batch, const std::string& shard_id, std::vector<size_t> items);
+  // A shard's answer to a chunk sent by SendBatchChunk.
+  void OnBatchChunkReply(const BatchPtr& batch, const std::string& shard_id, const std::vector<size_t>& items,
+                         absl::StatusOr<shardlink::ShardReply> reply);
+  // Item `index` alone, as a single TRANSFER (a cross-shard item, or one to send
+  // again after -MOVED: `moved` set). Its reply fills the item's result.
+  void RunBatchItem(const BatchPtr& batch, size_t index, const shardlink::ShardReply* moved);
+  // Records item `index`'s result; answers the call when it was the last one.
+  void BatchItemDone(const BatchPtr& batch, size_t index, shardlink::ShardReply reply);
   // Sends `args` to every pooled shard; `done` gets (shard id, result) pairs once all answered.
   void FanOut(std::vector<std::string> args,
               std::function<void(std::vector<std::pair<std::string, xshard::CallResult>>)> done);

@@ -397,5 +397,209 @@ TEST_F(RouterCoreTest, OwnersThatLeaveTheLiveShardsStayInThePoolOthersGo) {
   EXPECT_EQ(Run({"OPEN", StrCat(AccountIn(8, 15)), "USD"}), "+OK");
 }
 
+// --- TRANSFER.BATCH ---------------------------------------------------------------
+
+// A fake shard's TRANSFER.BATCH: one element per item, `item` (from to amount
+// currency txid) giving each one's RESP line; anything else gets `other`.
+FakeShard::Handler BatchShard(std::function<std::string(const Args& item)> item, std::string other = "+OK\r\n") {
+  return [item, other](const Args& command) -> std::optional<std::string> {
+    if (command[0] != "TRANSFER.BATCH") return other;
+    const size_t count = std::stoul(command[1]);
+    std::string reply = StrCat("*", count, "\r\n");
+    for (size_t i = 0; i < count; ++i) {
+      reply += item(Args(command.begin() + 2 + 5 * i, command.begin() + 7 + 5 * i));
+    }
+    return reply;
+  };
+}
+
+// The TRANSFER.BATCH commands a fake shard got.
+std::vector<Args> BatchCommands(const FakeShard& shard) {
+  std::vector<Args> batches;
+  for (const Args& command : shard.commands()) {
+    if (command[0] == "TRANSFER.BATCH") batches.push_back(command);
+  }
+  return batches;
+}
+
+Args BatchCall(const std::vector<Args>& items, const Args& head = {"TRANSFER.BATCH"}) {
+  Args call = head;
+  call.push_back(StrCat(items.size()));
+  for (const Args& item : items) call.insert(call.end(), item.begin(), item.end());
+  return call;
+}
+
+// Same-shard items reach each owner as ONE TRANSFER.BATCH, in the request's order;
+// bad items are answered in place without a shard; a cross-shard item runs through
+// the executor; the reply has one result per item in the request's order.
+TEST_F(RouterCoreTest, TransferBatchSendsEachShardOneCommandAndAnswersInOrder) {
+  auto refuse_poor = [](const Args& item) {
+    return item[4] == "poor" ? std::string("-INSUFFICIENT_FUNDS account has 0 available, needs 7\r\n")
+                             : std::string("+OK\r\n");
+  };
+  Start(BatchShard(refuse_poor), BatchShard(refuse_poor));
+  const uint64_t a1 = AccountIn(0, 7), a2 = AccountIn(0, 7, a1 + 1);
+  const uint64_t b1 = AccountIn(8, 15), b2 = AccountIn(8, 15, b1 + 1);
+  const std::vector<Args> items = {
+      {StrCat(a1), StrCat(a2), "10", "USD", "t-0"},
+      {StrCat(b1), StrCat(b2), "11", "USD", "t-1"},
+      {StrCat(a1), StrCat(a2), "x", "USD", "t-2"},      // malformed: never sent
+      {StrCat(a2), StrCat(a1), "12", "USD", "t-3"},
+      {StrCat(a1), StrCat(b1), "13", "USD", "t-4"},     // cross-shard: the executor
+      {StrCat(b2), StrCat(b1), "7", "USD", "poor"},     // the shard refuses it
+      {StrCat(b1), StrCat(b1), "14", "USD", "t-6"},     // same account: never sent
+      {StrCat(a2), StrCat(a1), "15", "USD", ""},        // bad txid: never sent
+  };
+  EXPECT_EQ(Run(BatchCall(items)),
+            "[+OK, +OK, -MALFORMED amount must be a positive integer of minor units up to 9223372036854775807, got "
+            "'x', +OK, +OK, -INSUFFICIENT_FUNDS account has 0 available, needs 7, -SAME_ACCOUNT a transfer needs two "
+            "different accounts, -MALFORMED transaction id must be 1-64 visible ASCII characters]");
+  ASSERT_EQ(BatchCommands(*shards_["shard-a"]),
+            (std::vector<Args>{{"TRANSFER.BATCH", "2", StrCat(a1), StrCat(a2), "10", "USD", "t-0", StrCat(a2),
+                                StrCat(a1), "12", "USD", "t-3"}}));
+  ASSERT_EQ(BatchCommands(*shards_["shard-b"]),
+            (std::vector<Args>{{"TRANSFER.BATCH", "2", StrCat(b1), StrCat(b2), "11", "USD", "t-1", StrCat(b2),
+                                StrCat(b1), "7", "USD", "poor"}}));
+  // The cross-shard item: TC/C (the default mode), home on shard-a.
+  EXPECT_EQ(shards_["shard-a"]->commands()[1][0], "TCC.TRY") << shards_["shard-a"]->commands().size();
+  ASSERT_TRUE(loop_->RunUntil([&] { return core_->executor().active() == 0; }, 5000).ok());
+  const RouterStats stats = core_->stats();
+  EXPECT_EQ(stats.calls, 1u);
+  EXPECT_EQ(stats.calls_by_command[static_cast<size_t>(RouterCommand::kTransferBatch)], 1u);
+  EXPECT_EQ(stats.calls_by_command[static_cast<size_t>(RouterCommand::kTransfer)], 0u);
+  EXPECT_EQ(stats.errors_by_code[static_cast<size_t>(ResultCode::kMalformed)], 2u);
+  EXPECT_EQ(stats.errors_by_code[static_cast<size_t>(ResultCode::kSameAccount)], 1u);
+  EXPECT_EQ(stats.errors_by_code[static_cast<size_t>(ResultCode::kInsufficientFunds)], 1u);
+  EXPECT_EQ(stats.transactions.committed[0], 1u);
+  EXPECT_EQ(stats.in_flight_now, 0u);
+  EXPECT_EQ(RouterCommandName(RouterCommand::kTransferBatch), "TRANSFER.BATCH");
+}
+
+// MODE applies to the cross-shard items; a shard's items go in chunks of at most
+// max_batch_items_per_shard_command, in order.
+TEST_F(RouterCoreTest, TransferBatchSplitsLargeGroupsAndRunsCrossShardItemsInItsMode) {
+  RouterCoreOptions options;
+  options.max_batch_items_per_shard_command = 2;
+  Start(BatchShard([](const Args&) { return std::string("+OK\r\n"); }),
+        BatchShard([](const Args&) { return std::string("+OK\r\n"); }), options);
+  const uint64_t a1 = AccountIn(0, 7), a2 = AccountIn(0, 7, a1 + 1), b1 = AccountIn(8, 15);
+  std::vector<Args> items;
+  for (int i = 0; i < 5; ++i) items.push_back({StrCat(a1), StrCat(a2), StrCat(i + 1), "EUR", StrCat("s-", i)});
+  items.push_back({StrCat(a2), StrCat(b1), "9", "EUR", "saga-1"});
+  EXPECT_EQ(Run(BatchCall(items, {"transfer.batch", "mode", "SAGA"})), "[+OK, +OK, +OK, +OK, +OK, +OK]");
+  const std::vector<Args> batches = BatchCommands(*shards_["shard-a"]);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0][1], "2");
+  EXPECT_EQ(batches[0][6], "s-0");
+  EXPECT_EQ(batches[0][11], "s-1");
+  EXPECT_EQ(batches[1][1], "2");
+  EXPECT_EQ(batches[1][6], "s-2");
+  EXPECT_EQ(batches[1][11], "s-3");
+  EXPECT_EQ(batches[2], (Args{"TRANSFER.BATCH", "1", StrCat(a1), StrCat(a2), "5", "EUR", "s-4"}));
+  EXPECT_TRUE(BatchCommands(*shards_["shard-b"]).empty());
+  bool saga = false;
+  for (const Args& command : shards_["shard-a"]->commands()) saga = saga || command[0] == "SAGA.STEP";
+  EXPECT_TRUE(saga);
+}
+
+// An item a shard answers -MOVED goes again alone, as a TRANSFER, where MOVED points;
+// the other items keep the batch's answers.
+TEST_F(RouterCoreTest, TransferBatchItemsMovedAreRetriedAloneAtTheNamedOwner) {
+  // Two accounts of one partition: the partition moves with both.
+  const uint64_t a1 = AccountIn(0, 7);
+  const uint32_t partition = PartitionOf(a1, kPartitions);
+  const uint64_t a2 = AccountIn(partition, partition, a1 + 1);
+  const std::string moved = StrCat("-MOVED ", PartitionOf(a1, kPartitions), " shard-b partition moved\r\n");
+  Start(BatchShard([moved](const Args& item) { return item[4] == "moving" ? moved : std::string("+OK\r\n"); }),
+        Always("+OK\r\n"));
+  EXPECT_EQ(Run(BatchCall({{StrCat(a1), StrCat(a2), "1", "USD", "stay"},
+                           {StrCat(a1), StrCat(a2), "2", "USD", "moving"},
+                           {StrCat(a2), StrCat(a1), "3", "USD", "stay-2"}})),
+            "[+OK, +OK, +OK]");
+  EXPECT_EQ(shards_["shard-b"]->commands(),
+            (std::vector<Args>{{"TRANSFER", StrCat(a1), StrCat(a2), "2", "USD", "moving"}}));
+  EXPECT_EQ(core_->stats().moved_retries, 1u);
+  EXPECT_EQ(core_->stats().calls, 1u);
+}
+
+// A shard lost under its batch: each of its items gets the single TRANSFER's advice
+// (outcome unknown, same txid); the other shard's items are answered normally.
+TEST_F(RouterCoreTest, TransferBatchLinkFailureAnswersEachItemAsATransferWouldBe) {
+  Start(Always(FakeShard::kHangUp), BatchShard([](const Args&) { return std::string("+OK\r\n"); }));
+  const uint64_t a1 = AccountIn(0, 7), a2 = AccountIn(0, 7, a1 + 1);
+  const uint64_t b1 = AccountIn(8, 15), b2 = AccountIn(8, 15, b1 + 1);
+  std::optional<ShardReply> reply;
+  core_->Execute(BatchCall({{StrCat(a1), StrCat(a2), "1", "USD", "l-0"},
+                            {StrCat(b1), StrCat(b2), "1", "USD", "l-1"},
+                            {StrCat(a2), StrCat(a1), "1", "USD", "l-2"}}),
+                 [&](ShardReply value) { reply = std::move(value); });
+  ASSERT_TRUE(loop_->RunUntil([&] { return reply.has_value(); }, kHangLimitMs).ok());
+  ASSERT_EQ(reply->type, ShardReply::Type::kArray) << reply->ToString();
+  ASSERT_EQ(reply->elements.size(), 3u);
+  for (size_t i : {0, 2}) {
+    const std::string item = reply->elements[i].ToString();
+    EXPECT_TRUE(absl::StartsWith(ToAbsl(item), "-UNAVAILABLE shard-a: ")) << item;
+    EXPECT_TRUE(absl::EndsWith(ToAbsl(item), "; outcome unknown, retry with the same txid")) << item;
+  }
+  EXPECT_EQ(reply->elements[1].ToString(), "+OK");
+  EXPECT_EQ(core_->stats().outcome_unknown, 2u);
+}
+
+// A shard that does not know TRANSFER.BATCH (an older version) gets the items one by
+// one as TRANSFERs.
+TEST_F(RouterCoreTest, TransferBatchFallsBackToSingleTransfersOnAShardWithoutIt) {
+  Start([](const Args& command) -> std::optional<std::string> {
+    if (command[0] == "TRANSFER.BATCH") return std::string("-UNKNOWN_COMMAND unknown command 'TRANSFER.BATCH'\r\n");
+    return std::string(command[5] == "poor" ? "-INSUFFICIENT_FUNDS no\r\n" : "+OK\r\n");
+  }, Always("+OK\r\n"));
+  const uint64_t a1 = AccountIn(0, 7), a2 = AccountIn(0, 7, a1 + 1);
+  EXPECT_EQ(Run(BatchCall({{StrCat(a1), StrCat(a2), "1", "USD", "f-0"}, {StrCat(a2), StrCat(a1), "1", "USD", "poor"}})),
+            "[+OK, -INSUFFICIENT_FUNDS no]");
+  const auto& commands = shards_["shard-a"]->commands();
+  ASSERT_EQ(commands.size(), 3u);
+  EXPECT_EQ(commands[1], (Args{"TRANSFER", StrCat(a1), StrCat(a2), "1", "USD", "f-0"}));
+  EXPECT_EQ(commands[2], (Args{"TRANSFER", StrCat(a2), StrCat(a1), "1", "USD", "poor"}));
+}
+
+// A bad header refuses the whole call at once (nothing sent); a batch is one call for
+// max_in_flight however many items it carries.
+TEST_F(RouterCoreTest, TransferBatchHeaderErrorsAndMaxInFlightCountTheCallOnce) {
+  RouterCoreOptions options;
+  options.max_in_flight = 1;
+  auto never = [](const Args&) { return std::optional<std::string>(); };
+  Start(never, never, options);
+  const std::string a1 = StrCat(AccountIn(0, 7)), a2 = StrCat(AccountIn(0, 7, AccountIn(0, 7) + 1));
+  const Args item = {a1, a2, "1", "USD", "h-1"};
+  Args zero = BatchCall({item});
+  zero[1] = "0";
+  Args too_many = BatchCall({item});
+  too_many[1] = "10001";
+  Args short_count = BatchCall({item, item});
+  short_count[1] = "3";
+  const struct {
+    Args args;
+    std::string reply;
+  } kCases[] = {
+      {zero, "-MALFORMED n must be an integer from 1 to 10000"},
+      {too_many, "-MALFORMED n must be an integer from 1 to 10000"},
+      {BatchCall({item}, {"TRANSFER.BATCH", "MODE", "2pc"}), "-MALFORMED mode must be tcc or saga, got '2pc'"},
+      {short_count, "-WRONG_ARITY TRANSFER.BATCH 3 takes exactly 3 groups of from to amount currency txid (15 "
+                    "arguments after n), got 10"},
+      {{"TRANSFER.BATCH", "1", a1, a2, "1", "USD"},
+       "-WRONG_ARITY wrong number of arguments for 'TRANSFER.BATCH'; usage: TRANSFER.BATCH [MODE tcc|saga] n from "
+       "to amount currency txid [from to amount currency txid ...]"},
+  };
+  for (const auto& test : kCases) EXPECT_EQ(RunAtOnce(test.args), test.reply) << test.args[1];
+  EXPECT_EQ(Sent(), 0u);
+  std::vector<Args> many(50, item);
+  for (size_t i = 0; i < many.size(); ++i) many[i][4] = StrCat("h-", i);
+  EXPECT_EQ(RunAtOnce(BatchCall(many)), "(later)");
+  EXPECT_EQ(core_->in_flight(), 1u);
+  const std::string busy = RunAtOnce(BatchCall({item}));
+  EXPECT_TRUE(absl::StartsWith(ToAbsl(busy), "-BUSY router overloaded: 1 calls in flight")) << busy;
+  ASSERT_TRUE(loop_->RunUntil([&] { return Sent() == 1; }, kHangLimitMs).ok());
+  EXPECT_EQ(BatchCommands(*shards_["shard-a"]).at(0).size(), 2u + 5 * 50);
+}
+
 }  // namespace
 }  // namespace wallet::router

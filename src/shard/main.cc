@@ -64,7 +64,8 @@ ABSL_FLAG(uint64_t, collect_batch, 256,
           "created since the previous tick (so collection keeps pace with traffic and "
           "each pause is proportional to the last 10 ms of work).");
 ABSL_FLAG(uint64_t, max_clients, 10'000, "Simultaneous client connections.");
-ABSL_FLAG(uint64_t, max_args, 8192, "Arguments in one command.");
+ABSL_FLAG(uint64_t, max_args, 50'002,
+          "Arguments in one command (50002: the largest TRANSFER.BATCH, 10000 transfers).");
 ABSL_FLAG(uint64_t, max_arg_bytes, 512 * 1024, "Bytes in one argument.");
 ABSL_FLAG(uint64_t, max_inline_bytes, 64 * 1024, "Bytes in one inline (telnet-style) command.");
 ABSL_FLAG(uint64_t, max_query_bytes, 64u << 20,

@@ -18,7 +18,9 @@ namespace wallet::shardlink {
 
 namespace {
 
-// Arguments in one command; the shard's own default limit (resp::Limits::max_args).
+// Arguments in one command (resp::Limits::max_args' default; shards accept more by
+// default). The router's largest command, a TRANSFER.BATCH chunk of at most 1638
+// transfers (RouterCoreOptions::max_batch_items_per_shard_command), fits.
 constexpr size_t kMaxArgs = 8192;
 // The command-timeout check runs every command_timeout_ms / 4, within 1 to this.
 constexpr int64_t kMaxTimeoutCheckPeriodMs = 250;
