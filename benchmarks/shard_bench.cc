@@ -22,6 +22,13 @@
 // from != to are drawn uniformly from accounts first_account..first_account+N-1,
 // amounts uniformly from 1..max_amount.
 //
+// Cluster workloads (wallet target, usually through a wallet-router):
+//   --pairs=same   from and to are owned by the same shard; --pairs=cross: by different
+//                  shards. The owner of every account is learnt before the run by asking
+//                  each shard of --shard_ports `PARTITION <account>` ([partition, owned]);
+//                  exactly one of them must own it. --pairs=any (default): as above.
+//   --transfer_mode=tcc|saga   appends `MODE tcc|saga` to every TRANSFER (default: none).
+//
 // Phases (--phases, comma separated, run in this order):
 //   open    wallet: OPEN <id> USD for every account; redis: SET acct:<id> <balance>
 //   setup   wallet: OPEN and DEPOSIT <id> <balance> fund-<id>; redis: SET acct:<id> <balance>
@@ -91,6 +98,14 @@ ABSL_FLAG(int32_t, server_pid, 0,
           "If set, report the server process's CPU use (from /proc) during the run.");
 ABSL_FLAG(bool, print_lua, false, "Print the Redis transfer script and exit.");
 ABSL_FLAG(double, stall_s, 30, "Fail if no reply arrives for this long.");
+ABSL_FLAG(std::string, pairs, "any",
+          "wallet run phase: any (uniform pairs) | same (both accounts on one shard) | cross "
+          "(on different shards); same/cross need --shard_ports.");
+ABSL_FLAG(std::string, shard_ports, "",
+          "Comma-separated ports (on --host) of every shard of the cluster, asked `PARTITION "
+          "<account>` for each account to learn its owner (for --pairs=same|cross).");
+ABSL_FLAG(std::string, transfer_mode, "",
+          "If set (tcc or saga), every TRANSFER ends with MODE <transfer_mode>.");
 
 namespace {
 
@@ -254,9 +269,20 @@ class Workload {
 
 class TransferWorkload : public Workload {
  public:
+  enum class PairMode { kAny, kSame, kCross };  // --pairs
+  // The accounts of each shard, for --pairs=same|cross (unused with kAny).
+  struct Groups {
+    std::vector<std::vector<uint64_t>> accounts;  // per shard, account offsets (0..N-1)
+    std::vector<uint32_t> owner;                  // per account offset, index into accounts
+  };
+
   TransferWorkload(Target target, std::string sha, std::string txid_prefix, int redis_key_pad,
-                   uint64_t limit)
-      : target_(target),
+                   uint64_t limit, PairMode pairs = PairMode::kAny, const Groups* groups = nullptr,
+                   std::string mode = "")
+      : pairs_(pairs),
+        groups_(groups),
+        mode_(std::move(mode)),
+        target_(target),
         limit_(limit),
         sha_(std::move(sha)),
         prefix_(std::move(txid_prefix)),
@@ -273,13 +299,18 @@ class TransferWorkload : public Workload {
       return 1;
     }
     uint64_t from = random_() % accounts_;
-    uint64_t to = random_() % (accounts_ - 1);
-    if (to >= from) ++to;  // uniform over the other accounts
+    uint64_t to;
+    if (pairs_ == PairMode::kAny) {
+      to = random_() % (accounts_ - 1);
+      if (to >= from) ++to;  // uniform over the other accounts
+    } else {
+      to = PairedAccount(from);
+    }
     from += first_;
     to += first_;
     uint64_t amount = 1 + random_() % max_amount_;
     if (target_ == Target::kWallet) {
-      out->append("*6\r\n$8\r\nTRANSFER\r\n");
+      out->append(mode_.empty() ? "*6\r\n$8\r\nTRANSFER\r\n" : "*8\r\n$8\r\nTRANSFER\r\n");
       AppendBulkNumber(out, from);
       AppendBulkNumber(out, to);
       AppendBulkNumber(out, amount);
@@ -296,6 +327,10 @@ class TransferWorkload : public Workload {
       }
       length += 11;
       AppendBulk(out, std::string_view(txid, length));
+      if (!mode_.empty()) {
+        out->append("$4\r\nMODE\r\n");
+        AppendBulk(out, mode_);
+      }
     } else {
       out->append("*6\r\n$7\r\nEVALSHA\r\n");
       AppendBulk(out, sha_);
@@ -308,6 +343,30 @@ class TransferWorkload : public Workload {
   }
 
  private:
+  // An account offset paired with `from` under --pairs=same|cross, uniform over the
+  // candidates (the other accounts of from's shard, or the accounts of other shards).
+  uint64_t PairedAccount(uint64_t from) {
+    const uint32_t home = groups_->owner[from];
+    if (pairs_ == PairMode::kSame) {
+      const std::vector<uint64_t>& mine = groups_->accounts[home];
+      for (;;) {  // mine holds from and (checked at start) at least one more
+        uint64_t to = mine[random_() % mine.size()];
+        if (to != from) return to;
+      }
+    }
+    uint64_t index = random_() % (accounts_ - groups_->accounts[home].size());
+    for (uint32_t shard = 0; shard < groups_->accounts.size(); ++shard) {
+      if (shard == home) continue;
+      const std::vector<uint64_t>& theirs = groups_->accounts[shard];
+      if (index < theirs.size()) return theirs[index];
+      index -= theirs.size();
+    }
+    return groups_->accounts[home == 0 ? 1 : 0][0];  // not reached
+  }
+
+  PairMode pairs_;
+  const Groups* groups_;
+  std::string mode_;
   Target target_;
   uint64_t limit_;  // 0: unlimited
   uint64_t sent_ = 0;
@@ -807,6 +866,63 @@ std::string RandomPrefix() {
   return text;
 }
 
+// Learns which shard owns each account: `PARTITION <account>` ([partition, owned 0/1])
+// to every shard of `ports`, pipelined. Exactly one shard must own each account.
+bool LearnOwners(const std::string& host, const std::vector<int>& ports, uint64_t first,
+                 uint64_t count, TransferWorkload::Groups* groups, std::string* error) {
+  groups->accounts.assign(ports.size(), {});
+  groups->owner.assign(count, UINT32_MAX);
+  constexpr uint64_t kBatch = 4096;
+  for (uint32_t shard = 0; shard < ports.size(); ++shard) {
+    redisContext* context = ConnectBlocking(host, ports[shard], error);
+    if (context == nullptr) return false;
+    for (uint64_t start = 0; start < count; start += kBatch) {
+      const uint64_t end = std::min(count, start + kBatch);
+      for (uint64_t i = start; i < end; ++i) {
+        std::string id = std::to_string(first + i);
+        redisAppendCommand(context, "PARTITION %s", id.c_str());
+      }
+      for (uint64_t i = start; i < end; ++i) {
+        void* raw = nullptr;
+        if (redisGetReply(context, &raw) != REDIS_OK || raw == nullptr) {
+          *error = wallet::StrCat("PARTITION on port ", ports[shard], ": ", context->errstr);
+          redisFree(context);
+          return false;
+        }
+        auto* reply = static_cast<redisReply*>(raw);
+        bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                  reply->element[1]->type == REDIS_REPLY_INTEGER;
+        bool owned = ok && reply->element[1]->integer == 1;
+        if (!ok) {
+          *error = wallet::StrCat("PARTITION ", first + i, " on port ", ports[shard], ": unexpected reply",
+                                  reply->type == REDIS_REPLY_ERROR ? wallet::StrCat(" ", reply->str) : "");
+        }
+        freeReplyObject(reply);
+        if (!ok) {
+          redisFree(context);
+          return false;
+        }
+        if (!owned) continue;
+        if (groups->owner[i] != UINT32_MAX) {
+          *error = wallet::StrCat("account ", first + i, " is owned by two shards");
+          redisFree(context);
+          return false;
+        }
+        groups->owner[i] = shard;
+        groups->accounts[shard].push_back(i);
+      }
+    }
+    redisFree(context);
+  }
+  for (uint64_t i = 0; i < count; ++i) {
+    if (groups->owner[i] == UINT32_MAX) {
+      *error = wallet::StrCat("account ", first + i, " is owned by none of the shards");
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -867,6 +983,69 @@ int main(int argc, char** argv) {
   }
   if (target == Target::kPing) phases = {"run"};  // PING has nothing to set up or verify
 
+  // --pairs, --shard_ports, --transfer_mode (cluster workloads through a router).
+  const std::string pairs_name = absl::GetFlag(FLAGS_pairs);
+  const std::string transfer_mode = absl::GetFlag(FLAGS_transfer_mode);
+  TransferWorkload::PairMode pair_mode;
+  if (pairs_name == "any") {
+    pair_mode = TransferWorkload::PairMode::kAny;
+  } else if (pairs_name == "same") {
+    pair_mode = TransferWorkload::PairMode::kSame;
+  } else if (pairs_name == "cross") {
+    pair_mode = TransferWorkload::PairMode::kCross;
+  } else {
+    std::fprintf(stderr, "--pairs must be any, same or cross\n");
+    return 2;
+  }
+  if (!transfer_mode.empty() && transfer_mode != "tcc" && transfer_mode != "saga") {
+    std::fprintf(stderr, "--transfer_mode must be tcc, saga or empty\n");
+    return 2;
+  }
+  if ((pair_mode != TransferWorkload::PairMode::kAny || !transfer_mode.empty()) && target != Target::kWallet) {
+    std::fprintf(stderr, "--pairs=same|cross and --transfer_mode need --target=wallet\n");
+    return 2;
+  }
+  TransferWorkload::Groups groups;
+  const bool runs = std::find(phases.begin(), phases.end(), "run") != phases.end();
+  if (pair_mode != TransferWorkload::PairMode::kAny && runs) {
+    std::vector<int> ports;
+    std::string text = absl::GetFlag(FLAGS_shard_ports);
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t comma = text.find(',', start);
+      if (comma == std::string::npos) comma = text.size();
+      if (comma > start) ports.push_back(std::atoi(text.substr(start, comma - start).c_str()));
+      start = comma + 1;
+    }
+    if (ports.empty()) {
+      std::fprintf(stderr, "--pairs=%s needs --shard_ports\n", pairs_name.c_str());
+      return 2;
+    }
+    std::string learn_error;
+    if (!LearnOwners(absl::GetFlag(FLAGS_host), ports, absl::GetFlag(FLAGS_first_account), accounts,
+                     &groups, &learn_error)) {
+      std::fprintf(stderr, "learning the accounts' shards: %s\n", learn_error.c_str());
+      return 1;
+    }
+    std::string sizes;
+    for (const std::vector<uint64_t>& group : groups.accounts) {
+      wallet::StrAppend(&sizes, sizes.empty() ? "" : ",", group.size());
+    }
+    // same: every account's shard needs another account; cross: two shards with accounts.
+    bool usable = true;
+    for (const std::vector<uint64_t>& group : groups.accounts) {
+      if (pair_mode == TransferWorkload::PairMode::kSame && group.size() == 1) usable = false;
+      if (pair_mode == TransferWorkload::PairMode::kCross && group.size() == accounts) usable = false;
+    }
+    if (!usable) {
+      std::fprintf(stderr, "--pairs=%s: accounts per shard %s: no such pairs for some accounts\n",
+                   pairs_name.c_str(), sizes.c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "pairs: %s; accounts per shard (in --shard_ports order): %s\n", pairs_name.c_str(),
+                 sizes.c_str());
+  }
+
   std::string error;
   // A control connection: checks that the server is the one we think it is, loads
   // the script, and reads AUDIT at the end. It stays open for the whole run, so the
@@ -907,10 +1086,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("CONFIG target=%s port=%d connections=%d pipeline=%d accounts=%" PRIu64
-              " duration_s=%g warmup_s=%g txid_prefix=%s redis_key_pad=%d\n",
+              " duration_s=%g warmup_s=%g txid_prefix=%s redis_key_pad=%d pairs=%s transfer_mode=%s\n",
               target_name.c_str(), port, connections, pipeline, accounts,
               absl::GetFlag(FLAGS_duration_s), absl::GetFlag(FLAGS_warmup_s), prefix.c_str(),
-              key_pad);
+              key_pad, pairs_name.c_str(), transfer_mode.empty() ? "none" : transfer_mode.c_str());
   std::fflush(stdout);
 
   int exit_code = 0;
@@ -932,7 +1111,7 @@ int main(int argc, char** argv) {
       }
     } else if (phase == "run") {
       const uint64_t requests = absl::GetFlag(FLAGS_requests);
-      TransferWorkload workload(target, sha, prefix, key_pad, requests);
+      TransferWorkload workload(target, sha, prefix, key_pad, requests, pair_mode, &groups, transfer_mode);
       int server_pid = absl::GetFlag(FLAGS_server_pid);
       double warmup_s = requests != 0 ? 0 : absl::GetFlag(FLAGS_warmup_s);
       double duration_s = requests != 0 ? 0 : absl::GetFlag(FLAGS_duration_s);
