@@ -103,6 +103,9 @@ ABSL_FLAG(bool, resolver, true, "Run the resolver, which finishes transactions o
 ABSL_FLAG(int64_t, resolver_interval_ms, 1'000, "How often the resolver scans every shard's phase rows.");
 ABSL_FLAG(int64_t, resolver_min_age_ms, 5'000,
           "A row not updated for this long is in doubt and is taken over by a resolver.");
+ABSL_FLAG(uint64_t, resolver_max_per_scan, 100,
+          "Rows the resolver takes per shard per scan (1-10000): with --resolver_interval_ms, how fast "
+          "a dead router's backlog is cleared.");
 
 namespace {
 
@@ -201,13 +204,15 @@ int main(int argc, char** argv) {
   core_options.run_resolver = absl::GetFlag(FLAGS_resolver);
   core_options.resolver.interval_ms = absl::GetFlag(FLAGS_resolver_interval_ms);
   core_options.resolver.min_age_ms = absl::GetFlag(FLAGS_resolver_min_age_ms);
+  core_options.resolver.max_per_scan = absl::GetFlag(FLAGS_resolver_max_per_scan);
   if (core_options.executor.answer_within_ms < 1 || core_options.executor.first_phase_attempts < 1 ||
       core_options.executor.first_phase_attempts > 100 || core_options.executor.lease_ms < 1 ||
       core_options.executor.lease_ms > 600'000 || core_options.resolver.interval_ms < 1 ||
-      core_options.resolver.min_age_ms < 0) {
+      core_options.resolver.min_age_ms < 0 || core_options.resolver.max_per_scan < 1 ||
+      core_options.resolver.max_per_scan > 10'000) {
     wallet::LogError(
         "--tx_answer_within_ms >= 1, --tx_first_phase_attempts 1-100, --tx_lease_ms 1-600000, "
-        "--resolver_interval_ms >= 1 and --resolver_min_age_ms >= 0 are required");
+        "--resolver_interval_ms >= 1, --resolver_min_age_ms >= 0 and --resolver_max_per_scan 1-10000 are required");
     return 2;
   }
 
