@@ -34,7 +34,9 @@
 //
 // Threading: a Client is thread-safe. It owns one I/O thread (an event loop). Async
 // callbacks run on that thread: keep them short, and they may start new async calls
-// (which then skip the hand-over to the thread). Destroying the Client stops the
+// (which then skip the hand-over to the thread). One exception: a call refused at
+// once because max_in_flight calls are outstanding (kRetry "BUSY") is answered on the
+// calling thread, before the async call returns. Destroying the Client stops the
 // thread; calls still in flight are answered kRetry ("client closing") first.
 #pragma once
 
