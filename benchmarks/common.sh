@@ -175,3 +175,37 @@ data_work_dir() {
   fi
   mktemp -d "$root/$1.XXXXXX"
 }
+
+# --- Measuring processes and starting ZooKeeper (the cluster benchmarks). ---------
+
+# CPU seconds (user + system) process $1 has used so far, from /proc/<pid>/stat.
+cpu_s() { sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'; }
+now_s() { date +%s.%N; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# per_transfer_us <cpu seconds> <transfers> [decimals]: CPU microseconds per transfer.
+per_transfer_us() {
+  awk -v c="$1" -v n="$2" -v d="${3:-1}" 'BEGIN { if (n > 0) printf "%.*f", d, c * 1e6 / n; else print "n/a" }'
+}
+
+# start_zookeeper <dir>: a standalone ZooKeeper on a free port (tried 3 times: the
+# port can be taken between free_port and the bind); sets ZK_PID and ZK_PORT.
+start_zookeeper() {
+  local dir=$1 port attempt
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    zookeeper_config "$dir" "$port" no  # no forceSync: ZooKeeper is off the data path
+    "${ZOOKEEPER_ARGV[@]}" >"$dir/zookeeper.log" 2>&1 &
+    ZK_PID=$!
+    STARTED_PIDS+=("$ZK_PID")
+    for _ in $(seq 1 300); do
+      if zk_four_letter "$port" srvr | grep -q '^Mode: standalone'; then ZK_PORT=$port; return 0; fi
+      kill -0 "$ZK_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    stop_pid "$ZK_PID"
+    log "ZooKeeper did not start on port $port (attempt $attempt)"
+  done
+  tail -5 "$dir/zookeeper.log" >&2
+  return 1
+}

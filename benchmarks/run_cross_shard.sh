@@ -118,32 +118,8 @@ done
 COMMON=(--connections="$CONNECTIONS" --pipeline="$PIPELINE" --accounts="$ACCOUNTS"
         --first_account=0 --initial_balance="$INITIAL_BALANCE")
 
-cpu_s() { sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'; }
-now_s() { date +%s.%N; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }  # minus <before> <after>
-per_transfer_us() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", c * 1e6 / n; else print "n/a" }'; }
 
-start_zookeeper() {  # as in run_router_vs_direct.sh; sets ZK_PID and ZK_PORT
-  local dir=$1 port attempt
-  for attempt in 1 2 3; do
-    port="$(free_port)"
-    zookeeper_config "$dir" "$port" no
-    "${ZOOKEEPER_ARGV[@]}" >"$dir/zookeeper.log" 2>&1 &
-    ZK_PID=$!
-    STARTED_PIDS+=("$ZK_PID")
-    for _ in $(seq 1 300); do
-      if zk_four_letter "$port" srvr | grep -q '^Mode: standalone'; then ZK_PORT=$port; return 0; fi
-      kill -0 "$ZK_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    stop_pid "$ZK_PID"
-    log "ZooKeeper did not start on port $port (attempt $attempt)"
-  done
-  tail -5 "$dir/zookeeper.log" >&2
-  return 1
-}
 
 # start_cluster <part>: ZooKeeper, cluster "bench" (2 shards), shard-0 and shard-1;
 # sets SHARD_PIDS, SHARD_PORTS, SHARD_PORT_LIST (comma separated).
@@ -267,9 +243,9 @@ run_one() {  # run_one <round> <kind: same|tcc|saga>
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t1\n' "$round" "$kind" \
     "$(field "$LINE" ok_per_s)" "$(field "$LINE" p50_us)" "$(field "$LINE" p99_us)" "$(field "$LINE" errors)" \
     "$(field "$LINE" driver_cpu)" "$rc" "$ac" "$bc" "$others" \
-    "$(per_transfer_us "$(minus "$r0" "$r1")" "$sent")" \
-    "$(per_transfer_us "$(awk -v a="$(minus "$a0" "$a1")" -v b="$(minus "$b0" "$b1")" 'BEGIN { print a + b }')" "$sent")" \
-    "$(per_transfer_us "$(awk -v c="$(field "$LINE" driver_cpu)" -v s="$(field "$LINE" seconds)" 'BEGIN { print c * s }')" "$ok_total")" \
+    "$(per_transfer_us "$(minus "$r0" "$r1")" "$sent" 2)" \
+    "$(per_transfer_us "$(awk -v a="$(minus "$a0" "$a1")" -v b="$(minus "$b0" "$b1")" 'BEGIN { print a + b }')" "$sent" 2)" \
+    "$(per_transfer_us "$(awk -v c="$(field "$LINE" driver_cpu)" -v s="$(field "$LINE" seconds)" 'BEGIN { print c * s }')" "$ok_total" 2)" \
     "$load" >>"$RESULTS"
   log "round $round $kind: $(field "$LINE" ok_per_s) OK transfers/s, p50 $(field "$LINE" p50_us) us, errors $(field "$LINE" errors);" \
       "cores: router $rc, shards $ac + $bc, driver $(field "$LINE" driver_cpu), others $others; load $load"

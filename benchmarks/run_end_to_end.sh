@@ -137,8 +137,6 @@ for tool in java redis-cli ss findmnt; do
 done
 
 HZ="$(getconf CLK_TCK)"
-load1() { cut -d' ' -f1 /proc/loadavg; }
-now_s() { date +%s.%N; }
 calc() { awk "BEGIN { $1 }"; }  # calc 'printf "%.2f", 1 / 3'
 
 # --- other benchmarks ------------------------------------------------------------
@@ -171,25 +169,6 @@ wait_turn() {  # no other benchmark running, then an idle machine (common.sh wai
 }
 
 # --- cluster -------------------------------------------------------------------
-start_zookeeper() {  # as in run_router_vs_direct.sh; sets ZK_PID and ZK_PORT
-  local dir=$1 port attempt
-  for attempt in 1 2 3; do
-    port="$(free_port)"
-    zookeeper_config "$dir" "$port" no  # no forceSync: ZooKeeper is off the data path
-    "${ZOOKEEPER_ARGV[@]}" >"$dir/zookeeper.log" 2>&1 &
-    ZK_PID=$!
-    STARTED_PIDS+=("$ZK_PID")
-    for _ in $(seq 1 300); do
-      if zk_four_letter "$port" srvr | grep -q '^Mode: standalone'; then ZK_PORT=$port; return 0; fi
-      kill -0 "$ZK_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    stop_pid "$ZK_PID"
-    log "ZooKeeper did not start on port $port (attempt $attempt)"
-  done
-  tail -5 "$dir/zookeeper.log" >&2
-  return 1
-}
 
 SHARD_PIDS=(); SHARD_PORTS=(); ROUTER_PIDS=(); ROUTER_PORTS=()
 start_cluster() {
