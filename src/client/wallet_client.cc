@@ -565,7 +565,7 @@ void Client::SendBatch(std::shared_ptr<std::vector<TransferRequest>> requests, s
       std::move(args), "",
       [this, requests, items, attempts_before, max_attempts, done](const ShardReply* reply, Reply whole) {
         std::vector<std::pair<size_t, Reply>> answers;
-        const int attempts = attempts_before + whole.attempts;
+        const int attempts = std::max(attempts_before, whole.attempts);  // sends of these items so far
         if (reply == nullptr || !whole.ok()) {
           // The batch as a whole failed (retries already spent, or refused as a whole).
           for (size_t index : items) {
@@ -609,6 +609,9 @@ void Client::SendBatch(std::shared_ptr<std::vector<TransferRequest>> requests, s
                     done(std::move(*partial));
                   });
       });
+  // Items sent again keep counting from their earlier sends: max_attempts bounds the
+  // sends of each item, not of each sub-batch.
+  call->attempts = attempts_before;
   impl_->Submit(std::move(call));
 }
 
