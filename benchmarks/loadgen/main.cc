@@ -358,6 +358,19 @@ class Worker {
   int64_t backlog_ns() const { return backlog_ns_.load(); }
 
  private:
+  // The client request for a drawn transfer, with this worker's next txid (call
+  // with draw_mutex_ held: it advances the sequence).
+  TransferRequest NextRequest(const Transfer& t) {
+    TransferRequest request;
+    request.from = t.from;
+    request.to = t.to;
+    request.amount = t.amount;
+    request.currency = plan_->currency;
+    request.txid = StrCat(plan_->txid_prefix, index_, "-", ++sequence_);
+    request.mode = ToClientMode(t.mode);
+    return request;
+  }
+
   // Starts one call (a transfer or a batch) that started, or should have, at start_ns.
   void Issue(int64_t start_ns) {
     const bool measured = start_ns >= plan_->measure_start && start_ns < plan_->measure_end;
@@ -368,13 +381,7 @@ class Worker {
     if (plan_->batch == 1) {
       const Transfer t = workload_->Next(rng_);
       CountSent(t, measured, 1);
-      TransferRequest request;
-      request.from = t.from;
-      request.to = t.to;
-      request.amount = t.amount;
-      request.currency = plan_->currency;
-      request.txid = StrCat(plan_->txid_prefix, index_, "-", ++sequence_);
-      request.mode = ToClientMode(t.mode);
+      TransferRequest request = NextRequest(t);
       draw.unlock();
       client_->TransferAsync(std::move(request),
                              [this, start_ns, measured](const Reply& reply) { Done(start_ns, measured, &reply, 1); });
@@ -384,14 +391,7 @@ class Worker {
       requests.reserve(batch_scratch_.size());
       for (const Transfer& t : batch_scratch_) {
         CountSent(t, measured, 1);
-        TransferRequest request;
-        request.from = t.from;
-        request.to = t.to;
-        request.amount = t.amount;
-        request.currency = plan_->currency;
-        request.txid = StrCat(plan_->txid_prefix, index_, "-", ++sequence_);
-        request.mode = ToClientMode(t.mode);
-        requests.push_back(std::move(request));
+        requests.push_back(NextRequest(t));
       }
       draw.unlock();
       client_->TransferBatchAsync(std::move(requests), [this, start_ns, measured](std::vector<Reply> replies) {

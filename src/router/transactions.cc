@@ -54,17 +54,15 @@ void TransactionExecutor::Resume(const std::string& shard_id, const std::string&
       shard_id, {"ROW.CLAIM", txid, env->options.owner, std::to_string(env->options.lease_ms)},
       [env, shard_id, txid, intent, finish](CallResult claim) {
         if (env->closed) return;
-        if (!claim.Ok()) {
-          const std::optional<ResultCode> code = claim.Code();
-          if (code == ResultCode::kLeased || code == ResultCode::kNoRow) {
-            (*finish)(TransferOutcome::Rejected(*code, std::string(claim.reply.error_message())));
-          } else if (code == ResultCode::kBadTransition) {
-            // Finished already: read its outcome below.
-          } else {
-            (*finish)(TransferOutcome::InDoubt(StrCat("shard ", shard_id, " did not take the claim: ", claim.ToString())));
-            return;
-          }
-          if (code != ResultCode::kBadTransition) return;
+        // BAD_TRANSITION: the row is finished already; its outcome is read below.
+        const std::optional<ResultCode> code = claim.Code();
+        if (code == ResultCode::kLeased || code == ResultCode::kNoRow) {
+          (*finish)(TransferOutcome::Rejected(*code, std::string(claim.reply.error_message())));
+          return;
+        }
+        if (!claim.Ok() && code != ResultCode::kBadTransition) {
+          (*finish)(TransferOutcome::InDoubt(StrCat("shard ", shard_id, " did not take the claim: ", claim.ToString())));
+          return;
         }
         env->caller.CallShard(shard_id, {"ROW.GET", txid}, [env, shard_id, txid, intent, finish](CallResult got) {
           if (env->closed) return;

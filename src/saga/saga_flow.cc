@@ -23,11 +23,6 @@ class SagaFlow : public Flow {
  public:
   using Flow::Flow;
 
-  void Start() override {
-    ++env_.stats.started[mode_index()];
-    Step1();
-  }
-
   void ResumeUnfinished(const RowView& row, ResumeIntent intent) override {
     if (row.decision == "none") {
       if (intent == ResumeIntent::kAuto) {
@@ -66,11 +61,11 @@ class SagaFlow : public Flow {
 
  private:
   // 1. Debit A and create the row, one shard step.
-  void Step1() {
-    FirstStep({"SAGA.STEP", spec_.txid, "1", "DEBIT", StrCat(spec_.from), StrCat(spec_.amount), spec_.currency, "ROW",
-               StrCat(spec_.to)},
-              0, false, [this] { Step2(0); });
+  std::vector<std::string> FirstStepArgs() const override {
+    return {"SAGA.STEP", spec_.txid, "1", "DEBIT", StrCat(spec_.from), StrCat(spec_.amount), spec_.currency, "ROW",
+            StrCat(spec_.to)};
   }
+  void AfterFirstStep() override { Step2(0); }
 
   // 2. Credit C. Transient failures go forward, never back.
   void Step2(int attempt) {

@@ -23,11 +23,6 @@ class TccFlow : public Flow {
  public:
   using Flow::Flow;
 
-  void Start() override {
-    ++env_.stats.started[mode_index()];
-    TryDebit();
-  }
-
   void ResumeUnfinished(const RowView& row, ResumeIntent intent) override {
     if (row.decision == "none") {
       if (intent == ResumeIntent::kCancel) {
@@ -62,11 +57,11 @@ class TccFlow : public Flow {
 
  private:
   // 1. The home try: available -> held, and the row, in one shard step.
-  void TryDebit() {
-    FirstStep({"TCC.TRY", spec_.txid, "DEBIT", StrCat(spec_.from), StrCat(spec_.amount), spec_.currency, "ROW",
-               StrCat(spec_.to)},
-              0, false, [this] { TryCredit(0); });
+  std::vector<std::string> FirstStepArgs() const override {
+    return {"TCC.TRY", spec_.txid, "DEBIT", StrCat(spec_.from), StrCat(spec_.amount), spec_.currency, "ROW",
+            StrCat(spec_.to)};
   }
+  void AfterFirstStep() override { TryCredit(0); }
 
   // 2. The credit try on the other shard.
   void TryCredit(int attempt) {

@@ -146,6 +146,11 @@ void Flow::ReadRowAttempt(int attempt, OnRow next, Next on_missing) {
   });
 }
 
+void Flow::Start() {
+  ++env_.stats.started[mode_index()];
+  FirstStep(FirstStepArgs(), 0, false, [this] { AfterFirstStep(); });
+}
+
 void Flow::FirstStep(std::vector<std::string> args, int attempt, bool maybe_applied, Next on_ok) {
   std::vector<std::string> copy = args;
   Home(std::move(copy), [this, args = std::move(args), attempt, maybe_applied, on_ok](CallResult result) {

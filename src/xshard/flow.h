@@ -65,8 +65,9 @@ class Flow : public std::enable_shared_from_this<Flow> {
   Flow(const Flow&) = delete;
   Flow& operator=(const Flow&) = delete;
 
-  // A new transfer (client request).
-  virtual void Start() = 0;
+  // A new transfer (client request): the mode's first step (FirstStepArgs), sent
+  // by FirstStep, then AfterFirstStep.
+  void Start();
   // A row found in doubt (resolver) or named by an operator; the caller has claimed
   // the row's lease for env.options.owner and read it. A finished row is answered
   // with its outcome; an unfinished one goes to ResumeUnfinished.
@@ -80,6 +81,9 @@ class Flow : public std::enable_shared_from_this<Flow> {
   using OnResult = std::function<void(CallResult)>;
   using OnRow = std::function<void(const RowView&)>;
 
+  // The mode's command for the home debit that creates the row, and what follows it.
+  virtual std::vector<std::string> FirstStepArgs() const = 0;
+  virtual void AfterFirstStep() = 0;
   // The mode's own resume of an unfinished row (credit_try_, credit_answer_ and
   // out_of_order_ are loaded from it).
   virtual void ResumeUnfinished(const RowView& row, ResumeIntent intent) = 0;
